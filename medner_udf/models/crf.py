@@ -1,0 +1,244 @@
+"""A linear-chain conditional random field, shared by every tagger that has a CRF head.
+
+After kmkurn/pytorch-crf: batch-first, vectorised over batch x tags, looping only over time, with
+padding handled by ``torch.where(mask, new, old)``. Additions over it:
+
+- **constrained transitions**: an optional (start, transition, end) mask of allowed moves; disallowed
+  moves get a large negative score, so neither Viterbi nor the marginals ever put weight on an invalid
+  sequence (AllenNLP's ``allowed_transitions`` idea);
+- **forward-backward**: per-token marginals, and the exact probability of any labelled segment of a
+  path, which is the entity confidence the taggers report.
+
+Masks must be left-aligned (every sequence's tokens first, padding after) with the first step on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor, nn
+
+# Added to the score of disallowed moves. Finite (not -inf) so that logsumexp over a row of only
+# disallowed moves stays finite and gradients stay defined; e^-10000 underflows to exactly 0.
+_FORBIDDEN = -10000.0
+
+
+class CRF(nn.Module):
+    """Linear-chain CRF over ``num_tags`` tags.
+
+    ``forward(emissions, tags, mask)`` returns the log-likelihood of ``tags`` (the caller negates it
+    for a loss); ``decode`` runs Viterbi; ``marginals`` runs forward-backward.
+    """
+
+    def __init__(
+        self,
+        num_tags: int,
+        allowed: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_tags < 1:
+            raise ValueError(f"num_tags must be positive, got {num_tags}")
+        self.num_tags = num_tags
+        self.start_transitions = nn.Parameter(torch.empty(num_tags))
+        self.end_transitions = nn.Parameter(torch.empty(num_tags))
+        self.transitions = nn.Parameter(torch.empty(num_tags, num_tags))
+        nn.init.uniform_(self.start_transitions, -0.1, 0.1)
+        nn.init.uniform_(self.end_transitions, -0.1, 0.1)
+        nn.init.uniform_(self.transitions, -0.1, 0.1)
+
+        if allowed is None:
+            start_ok = np.ones(num_tags, dtype=bool)
+            trans_ok = np.ones((num_tags, num_tags), dtype=bool)
+            end_ok = np.ones(num_tags, dtype=bool)
+        else:
+            start_ok, trans_ok, end_ok = allowed
+            if start_ok.shape != (num_tags,) or end_ok.shape != (num_tags,):
+                raise ValueError(f"start/end masks must have shape ({num_tags},)")
+            if trans_ok.shape != (num_tags, num_tags):
+                raise ValueError(f"transition mask must have shape ({num_tags}, {num_tags})")
+        # Buffers, not parameters: saved with the weights, so a loaded model keeps its constraints.
+        self.register_buffer("start_penalty", _penalty(start_ok))
+        self.register_buffer("transition_penalty", _penalty(trans_ok))
+        self.register_buffer("end_penalty", _penalty(end_ok))
+
+    def extra_repr(self) -> str:
+        return f"num_tags={self.num_tags}"
+
+    # ----------------------------------------------------------------------------------------------
+    # Scores with the constraints applied
+    def _start(self) -> Tensor:
+        return self.start_transitions + self.start_penalty
+
+    def _trans(self) -> Tensor:
+        return self.transitions + self.transition_penalty
+
+    def _end(self) -> Tensor:
+        return self.end_transitions + self.end_penalty
+
+    def _validate(self, emissions: Tensor, mask: Tensor, tags: Tensor | None = None) -> None:
+        if emissions.dim() != 3 or emissions.size(2) != self.num_tags:
+            raise ValueError(
+                f"emissions must have shape (batch, seq_len, {self.num_tags}), got {tuple(emissions.shape)}"
+            )
+        if mask.shape != emissions.shape[:2]:
+            raise ValueError(f"mask shape {tuple(mask.shape)} != emissions' {tuple(emissions.shape[:2])}")
+        if tags is not None and tags.shape != emissions.shape[:2]:
+            raise ValueError(f"tags shape {tuple(tags.shape)} != emissions' {tuple(emissions.shape[:2])}")
+        if emissions.size(1) > 0 and not bool(mask[:, 0].all()):
+            raise ValueError("the first timestep of every sequence must be unmasked")
+
+    # ----------------------------------------------------------------------------------------------
+    def forward(self, emissions: Tensor, tags: Tensor, mask: Tensor, reduction: str = "sum") -> Tensor:
+        """Log-likelihood of ``tags`` given ``emissions``.
+
+        emissions: (batch, seq_len, num_tags); tags: (batch, seq_len) long; mask: (batch, seq_len) bool.
+        reduction: ``none`` (per sequence), ``sum``, ``mean`` or ``token_mean``.
+        """
+        if reduction not in ("none", "sum", "mean", "token_mean"):
+            raise ValueError(f"invalid reduction {reduction!r}")
+        mask = mask.bool()
+        self._validate(emissions, mask, tags)
+        numerator = self._path_score(emissions, tags, mask)  # shape: (batch,)
+        denominator = self._log_partition(emissions, mask)  # shape: (batch,)
+        llh = numerator - denominator  # shape: (batch,)
+        if reduction == "none":
+            return llh
+        if reduction == "sum":
+            return llh.sum()
+        if reduction == "mean":
+            return llh.mean()
+        return llh.sum() / mask.sum()
+
+    def _path_score(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+        batch, seq_len, _ = emissions.shape
+        trans = self._trans()
+        ar = torch.arange(batch, device=emissions.device)
+        score = self._start()[tags[:, 0]] + emissions[ar, 0, tags[:, 0]]  # shape: (batch,)
+        for t in range(1, seq_len):
+            step = trans[tags[:, t - 1], tags[:, t]] + emissions[ar, t, tags[:, t]]  # shape: (batch,)
+            score = score + step * mask[:, t]
+        lengths = mask.sum(dim=1)  # shape: (batch,)
+        last_tags = tags[ar, lengths - 1]  # shape: (batch,)
+        return score + self._end()[last_tags]
+
+    def _alphas(self, emissions: Tensor, mask: Tensor) -> Tensor:
+        """Forward log-scores; alphas[b, t, j] = log sum over paths ending in tag j at t."""
+        seq_len = emissions.size(1)
+        trans = self._trans()
+        alpha = self._start() + emissions[:, 0]  # shape: (batch, num_tags)
+        alphas = [alpha]
+        for t in range(1, seq_len):
+            # shape: (batch, num_tags_from, 1) + (num_tags_from, num_tags_to) -> (batch, num_tags_to)
+            nxt = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]
+            alpha = torch.where(mask[:, t : t + 1], nxt, alpha)
+            alphas.append(alpha)
+        return torch.stack(alphas, dim=1)  # shape: (batch, seq_len, num_tags)
+
+    def _betas(self, emissions: Tensor, mask: Tensor) -> Tensor:
+        """Backward log-scores; betas[b, t, i] = log sum over continuations from tag i at t."""
+        seq_len = emissions.size(1)
+        trans = self._trans()
+        end = self._end().expand(emissions.size(0), -1)  # shape: (batch, num_tags)
+        beta = end
+        betas = [beta]
+        for t in range(seq_len - 2, -1, -1):
+            # shape: (num_tags_from, num_tags_to) + (batch, 1, num_tags_to) -> (batch, num_tags_from)
+            nxt = torch.logsumexp(trans + (emissions[:, t + 1] + beta).unsqueeze(1), dim=2)
+            # Where t + 1 is padding, t is the last real step: its continuation is just the end score.
+            beta = torch.where(mask[:, t + 1 : t + 2], nxt, end)
+            betas.append(beta)
+        betas.reverse()
+        return torch.stack(betas, dim=1)  # shape: (batch, seq_len, num_tags)
+
+    def _log_partition(self, emissions: Tensor, mask: Tensor) -> Tensor:
+        # Alphas carry over padding, so the last column is each sequence's final alpha.
+        alpha_last = self._alphas(emissions, mask)[:, -1]  # shape: (batch, num_tags)
+        return torch.logsumexp(alpha_last + self._end(), dim=1)  # shape: (batch,)
+
+    # ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, emissions: Tensor, mask: Tensor) -> list[list[int]]:
+        """Viterbi: the best allowed tag sequence of each item, unpadded."""
+        mask = mask.bool()
+        self._validate(emissions, mask)
+        batch, seq_len, _ = emissions.shape
+        if seq_len == 0:
+            return [[] for _ in range(batch)]
+        trans = self._trans()
+        score = self._start() + emissions[:, 0]  # shape: (batch, num_tags)
+        history = []
+        for t in range(1, seq_len):
+            # shape: (batch, num_tags_from, num_tags_to)
+            candidates = score.unsqueeze(2) + trans
+            best, best_from = candidates.max(dim=1)  # shape: (batch, num_tags_to) each
+            score = torch.where(mask[:, t : t + 1], best + emissions[:, t], score)
+            history.append(best_from)
+        score = score + self._end()
+        lengths = mask.sum(dim=1).tolist()
+        best_last = score.argmax(dim=1).tolist()
+        hist = torch.stack(history, dim=1).cpu().numpy() if history else None  # (batch, seq_len-1, tags)
+        paths: list[list[int]] = []
+        for b in range(batch):
+            tag = best_last[b]
+            path = [tag]
+            for t in range(lengths[b] - 2, -1, -1):
+                assert hist is not None
+                tag = int(hist[b, t, tag])
+                path.append(tag)
+            path.reverse()
+            paths.append(path)
+        return paths
+
+    @torch.no_grad()
+    def forward_backward(self, emissions: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(alphas, betas, log_z): shapes (batch, seq_len, tags), same, (batch,)."""
+        mask = mask.bool()
+        self._validate(emissions, mask)
+        alphas = self._alphas(emissions, mask)
+        betas = self._betas(emissions, mask)
+        log_z = torch.logsumexp(alphas[:, -1] + self._end(), dim=1)
+        return alphas, betas, log_z
+
+    @torch.no_grad()
+    def marginals(self, emissions: Tensor, mask: Tensor) -> Tensor:
+        """P(tag at t = j | emissions) for every step; padding rows are zero. Shape (batch, seq, tags)."""
+        alphas, betas, log_z = self.forward_backward(emissions, mask)
+        probs = torch.exp(alphas + betas - log_z[:, None, None])
+        return probs * mask.unsqueeze(2)
+
+    @torch.no_grad()
+    def segment_probabilities(
+        self,
+        emissions: Tensor,
+        mask: Tensor,
+        paths: list[list[int]],
+        segments: list[list[tuple[int, int]]],
+    ) -> list[list[float]]:
+        """Exact probability that item b's tags on steps [first, last) equal ``paths[b]`` there.
+
+        P(y_first..y_last-1) = exp(alpha[first, y_first] + sum of transition and emission scores
+        inside the segment + beta[last-1, y_last-1] - log Z). For a BIOES mention this is the
+        probability that exactly this mention (type and both boundaries) is present.
+        """
+        alphas, betas, log_z = self.forward_backward(emissions, mask)
+        alphas_np = alphas.float().cpu().numpy()
+        betas_np = betas.float().cpu().numpy()
+        log_z_np = log_z.float().cpu().numpy()
+        emissions_np = emissions.float().cpu().numpy()
+        trans = self._trans().detach().float().cpu().numpy()
+        out: list[list[float]] = []
+        for b, (path, segs) in enumerate(zip(paths, segments, strict=True)):
+            probs = []
+            for first, last in segs:
+                tags = path[first:last]
+                log_p = alphas_np[b, first, tags[0]] + betas_np[b, last - 1, tags[-1]] - log_z_np[b]
+                for i in range(1, len(tags)):
+                    log_p += trans[tags[i - 1], tags[i]] + emissions_np[b, first + i, tags[i]]
+                probs.append(float(min(1.0, max(0.0, np.exp(log_p)))))
+            out.append(probs)
+        return out
+
+
+def _penalty(allowed: npt.NDArray[np.bool_]) -> Tensor:
+    return torch.where(torch.from_numpy(np.asarray(allowed, dtype=bool)), 0.0, _FORBIDDEN)

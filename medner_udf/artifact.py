@@ -75,7 +75,9 @@ def read_json(path: Path) -> Any:
     except FileNotFoundError as exc:
         raise ArtifactError(f"artifact file {path.name} is missing in {path.parent}") from exc
     except json.JSONDecodeError as exc:
-        raise ArtifactError(f"artifact file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+        raise ArtifactError(
+            f"artifact file {path} is not valid JSON: {exc.msg} at line {exc.lineno}"
+        ) from exc
 
 
 def write_info(directory: Path, info: ArtifactInfo) -> None:

@@ -87,6 +87,14 @@ def _builtin_kinds() -> None:
             return TransformerTagger
 
         register_kind("transformer", _transformer)
+    if "gazetteer" not in _REGISTRY:
+
+        def _gazetteer() -> type[Tagger]:
+            from medner_udf.gazetteer import GazetteerTagger
+
+            return GazetteerTagger
+
+        register_kind("gazetteer", _gazetteer)
 
 
 def load_tagger(directory: Path | str, device: torch.device | str | None = None) -> Tagger:

@@ -1,0 +1,292 @@
+"""The train job's core for the BiLSTM-CNN-CRF: fit on the train split, early-stop on dev strict F1,
+write a versioned artifact with its metrics and model card.
+
+Model selection uses the dev split only. The test split is scored once, after training, with the
+chosen weights, and recorded in the metrics; nothing is chosen on it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from medner_udf.artifact import CARD_FILE, METRICS_FILE, new_version, write_json
+from medner_udf.bilstm_tagger import BiLstmCnnCrfTagger
+from medner_udf.corpus import Document, read_corpus
+from medner_udf.dataset import Sentence, to_sentences
+from medner_udf.glove import load_glove
+from medner_udf.scheme import tag_set
+from medner_udf.scoring import score_spans
+from medner_udf.settings import corpus_path
+from medner_udf.tagger import Tagger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every knob of a BiLSTM-CNN-CRF training run; defaults are the shipped model's (conf/train.toml)."""
+
+    name: str = "maccrobat-bilstm-cnn-crf"
+    version: str | None = None  # default: UTC time of the run
+    corpus: str | None = None  # default: $MEDNER_CORPUS, else ../shared/data/maccrobat/MACCROBAT2020
+    output_dir: str = "models"
+    seed: int = 13
+    epochs: int = 40
+    patience: int = 8  # epochs without a dev improvement before stopping
+    max_minutes: float = 14.0  # wall-clock budget for the training loop
+    batch_size: int = 16
+    optimizer: str = "sgd"  # "sgd" (Ma & Hovy) or "adam"
+    learning_rate: float = 0.015
+    momentum: float = 0.9
+    lr_decay: float = 0.05  # SGD: lr / (1 + decay * epoch)
+    grad_clip: float = 5.0
+    weight_decay: float = 0.0
+    glove_words: int = 100_000  # most frequent GloVe words carried in the artifact (plus training words)
+    char_dim: int = 30
+    char_filters: int = 50
+    char_kernel: int = 3
+    lstm_hidden: int = 200
+    lstm_layers: int = 1
+    dropout: float = 0.5
+    word_dropout: float = 0.05
+    max_segment_tokens: int = 128
+    train_docs: int | None = None  # first N train documents only (quick runs, tests)
+    dev_docs: int | None = None
+    evaluate_test: bool = True
+    device: str | None = None  # default: cuda if available, else cpu
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        for name in ("epochs", "batch_size", "glove_words", "max_segment_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    tagger: BiLstmCnnCrfTagger
+    artifact_dir: Path
+    metrics: dict[str, Any]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def gold_spans(docs: Sequence[Document]) -> dict[str, list[Any]]:
+    return {d.doc_id: list(d.mentions) for d in docs}
+
+
+def predict_spans(tagger: Tagger, docs: Sequence[Document]) -> dict[str, list[Any]]:
+    entities = tagger.tag([d.text for d in docs])
+    return {d.doc_id: [e.span for e in ents] for d, ents in zip(docs, entities, strict=True)}
+
+
+def _batches(sentences: list[Sentence], size: int, rng: random.Random) -> list[list[Sentence]]:
+    """Shuffled batches of similar length: shuffle, sort within pools of 50 batches, cut, shuffle."""
+    order = sentences[:]
+    rng.shuffle(order)
+    pool = size * 50
+    batches: list[list[Sentence]] = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda s: len(s.tokens))
+        batches.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
+    rng.shuffle(batches)
+    return batches
+
+
+def train_bilstm(settings: TrainSettings, show_progress: bool = True) -> TrainResult:
+    seed_everything(settings.seed)
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    root = corpus_path(settings.corpus)
+    train_docs = read_corpus(root, "train")[: settings.train_docs]
+    dev_docs = read_corpus(root, "dev")[: settings.dev_docs]
+    if not train_docs or not dev_docs:
+        raise ValueError(f"need train and dev documents; got {len(train_docs)} and {len(dev_docs)}")
+    train_sents, flat_report = to_sentences(train_docs, settings.max_segment_tokens)
+    train_sents = [s for s in train_sents if s.tokens]
+    entity_types = sorted({m.label for d in train_docs for m in d.mentions})
+    tags = tag_set(entity_types)
+    log.info(
+        "train: %d docs, %d segments, %d types; flattening dropped %d of %d mentions (%.1f%%)",
+        len(train_docs), len(train_sents), len(entity_types), flat_report.n_dropped,
+        flat_report.n_mentions, 100 * flat_report.dropped_fraction,
+    )  # fmt: skip
+
+    glove_words, glove_vectors = load_glove(settings.glove_words)
+    version = settings.version or new_version()
+    tagger = BiLstmCnnCrfTagger.create(
+        settings.name,
+        version,
+        tags,
+        [s.tokens for s in train_sents],
+        glove_words,
+        glove_vectors,
+        config_overrides={
+            "char_dim": settings.char_dim,
+            "char_filters": settings.char_filters,
+            "char_kernel": settings.char_kernel,
+            "lstm_hidden": settings.lstm_hidden,
+            "lstm_layers": settings.lstm_layers,
+            "dropout": settings.dropout,
+        },
+    )
+    tagger.max_segment_tokens = settings.max_segment_tokens
+    tagger.to(device)
+    model = tagger.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer: torch.optim.Optimizer
+    if settings.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            params, lr=settings.learning_rate, momentum=settings.momentum, weight_decay=settings.weight_decay
+        )
+    else:
+        optimizer = torch.optim.Adam(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+
+    rng = random.Random(settings.seed)
+    np_rng = np.random.default_rng(settings.seed)
+    dev_gold = gold_spans(dev_docs)
+    history: list[dict[str, Any]] = []
+    best_f1, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    started = time.monotonic()
+    stop_reason = "max epochs"
+    n_train_tokens = sum(len(s.tokens) for s in train_sents)
+    for epoch in range(1, settings.epochs + 1):
+        if settings.optimizer == "sgd":
+            for group in optimizer.param_groups:
+                group["lr"] = settings.learning_rate / (1 + settings.lr_decay * (epoch - 1))
+        model.train()
+        epoch_start = time.monotonic()
+        total_loss = 0.0
+        batches = _batches(train_sents, settings.batch_size, rng)
+        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not show_progress, leave=False)
+        for batch in bar:
+            enc = tagger.encode([s.tokens for s in batch], settings.word_dropout, np_rng).to(device)
+            gold = tagger.encode_tags([s.tags for s in batch]).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            _, loss = model(enc.words, enc.tuned, enc.chars, enc.mask, gold)
+            assert loss is not None
+            loss.backward()
+            if settings.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            optimizer.step()
+            total_loss += loss.item() * len(batch)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        train_seconds = time.monotonic() - epoch_start
+        dev_scores = score_spans(dev_gold, predict_spans(tagger, dev_docs))
+        record = {
+            "epoch": epoch,
+            "loss": total_loss / len(train_sents),
+            "dev_strict_f1": dev_scores.strict.f1,
+            "dev_relaxed_f1": dev_scores.relaxed.f1,
+            "train_seconds": round(train_seconds, 2),
+            "train_tokens_per_second": round(n_train_tokens / train_seconds, 1),
+            "elapsed_seconds": round(time.monotonic() - started, 2),
+        }
+        history.append(record)
+        improved = dev_scores.strict.f1 > best_f1
+        if improved:
+            best_f1, best_epoch = dev_scores.strict.f1, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        msg = "epoch %d: loss %.3f, dev strict F1 %.4f%s (%.0fs)"
+        log.info(msg, epoch, record["loss"], dev_scores.strict.f1, " *" if improved else "", train_seconds)
+        if math.isnan(record["loss"]):
+            stop_reason = "loss is NaN"
+            break
+        if epoch - best_epoch >= settings.patience:
+            stop_reason = f"no dev improvement for {settings.patience} epochs"
+            break
+        if (time.monotonic() - started) / 60 > settings.max_minutes:
+            stop_reason = f"time budget of {settings.max_minutes} minutes reached"
+            break
+    train_minutes = (time.monotonic() - started) / 60
+    model.load_state_dict(best_state)
+    model.eval()
+
+    metrics: dict[str, Any] = {
+        "model": {"kind": tagger.kind, "name": settings.name, "version": version},
+        "settings": asdict(settings),
+        "data": {
+            "corpus": "MACCROBAT2020",
+            "split": "DICE 160/20/20 document split",
+            "train_docs": len(train_docs),
+            "dev_docs": len(dev_docs),
+            "train_segments": len(train_sents),
+            "train_tokens": n_train_tokens,
+            "flattening": asdict(flat_report),
+        },
+        "best_epoch": best_epoch,
+        "stop_reason": stop_reason,
+        "train_minutes": round(train_minutes, 2),
+        "device": str(device),
+        "history": history,
+        "dev": score_spans(dev_gold, predict_spans(tagger, dev_docs)).to_dict(),
+    }
+    if settings.evaluate_test:
+        test_docs = read_corpus(root, "test")
+        metrics["test"] = score_spans(gold_spans(test_docs), predict_spans(tagger, test_docs)).to_dict()
+    artifact_dir = Path(settings.output_dir) / settings.name / version
+    tagger.save(artifact_dir)
+    write_json(artifact_dir / METRICS_FILE, metrics)
+    (artifact_dir / CARD_FILE).write_text(model_card(metrics), encoding="utf-8")
+    return TrainResult(tagger, artifact_dir, metrics)
+
+
+def _fmt(scores: dict[str, Any] | None, key: str) -> str:
+    if not scores:
+        return "n/a"
+    return f"{scores[key]['f1']:.4f} (P {scores[key]['precision']:.4f}, R {scores[key]['recall']:.4f})"
+
+
+def model_card(metrics: dict[str, Any]) -> str:
+    """A short human-readable card: what the model is, what it was trained on, how it scores."""
+    s = metrics["settings"]
+    d = metrics["data"]
+    dev, test = metrics.get("dev"), metrics.get("test")
+    lines = [
+        f"# {metrics['model']['name']} {metrics['model']['version']}",
+        "",
+        f"Kind: {metrics['model']['kind']} (character CNN + GloVe 6B 50d + BiLSTM + constrained CRF, "
+        "after Ma & Hovy 2016).",
+        "",
+        "## Data",
+        f"- {d['corpus']} (CC BY 4.0, Caufield et al. 2019), {d['split']}: {d['train_docs']} train documents "
+        f"({d['train_segments']} segments, {d['train_tokens']} tokens), {d['dev_docs']} dev documents.",
+        f"- Overlapping gold mentions flattened longest-first for training: {d['flattening']['n_dropped']} of "
+        f"{d['flattening']['n_mentions']} dropped. Scores below count all gold mentions.",
+        "",
+        "## Training",
+        f"- {s['optimizer']} lr {s['learning_rate']}, batch {s['batch_size']}, dropout {s['dropout']}, "
+        f"LSTM {s['lstm_hidden']}x2, char CNN {s['char_filters']} filters, seed {s['seed']}.",
+        f"- Best dev epoch {metrics['best_epoch']} of {len(metrics['history'])}; stopped: "
+        f"{metrics['stop_reason']}; {metrics['train_minutes']} minutes on {metrics['device']}.",
+        "",
+        "## Scores (entity level, exact begin/end/label; dev chose the epoch, test was not used to choose)",
+        f"- dev strict micro F1: {_fmt(dev, 'strict')}; relaxed F1: {_fmt(dev, 'relaxed')}",
+        f"- test strict micro F1: {_fmt(test, 'strict')}; relaxed F1: {_fmt(test, 'relaxed')}",
+    ]
+    if test:
+        lines.append(f"- test macro F1: {test['macro_f1']:.4f}")
+    lines += ["", "## Intended use", "Research and warehouse analytics on clinical case-report-like text. "
+              "Not a medical device; errors are expected (see per-type scores in metrics.json)."]  # fmt: skip
+    return "\n".join(lines) + "\n"

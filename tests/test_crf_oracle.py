@@ -1,0 +1,177 @@
+"""The CRF against brute-force enumeration of every tag sequence on tiny inputs (after pytorch-crf)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medner_udf.models.crf import CRF
+from medner_udf.scheme import allowed_transitions, tag_set, tags_to_token_spans
+
+NUM_TAGS = 5
+SEQ_LEN = 3
+
+
+def _crf(seed: int, allowed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, n: int = NUM_TAGS) -> CRF:
+    torch.manual_seed(seed)
+    crf = CRF(n, allowed)
+    with torch.no_grad():  # larger than the default init, so sequences differ clearly in score
+        crf.transitions.normal_(0, 1)
+        crf.start_transitions.normal_(0, 1)
+        crf.end_transitions.normal_(0, 1)
+    return crf
+
+
+def _path_score(crf: CRF, emissions: torch.Tensor, path: tuple[int, ...]) -> float:
+    """Score of one path on one unpadded sequence, straight from the definition."""
+    start = crf.start_transitions + crf.start_penalty
+    trans = crf.transitions + crf.transition_penalty
+    end = crf.end_transitions + crf.end_penalty
+    s = start[path[0]] + emissions[0, path[0]]
+    for t in range(1, len(path)):
+        s = s + trans[path[t - 1], path[t]] + emissions[t, path[t]]
+    return float((s + end[path[-1]]).detach())
+
+
+def _all_scores(crf: CRF, emissions: torch.Tensor) -> dict[tuple[int, ...], float]:
+    n = emissions.shape[1]
+    return {p: _path_score(crf, emissions, p) for p in itertools.product(range(n), repeat=emissions.shape[0])}
+
+
+def _batch(seed: int, lengths: list[int], n: int = NUM_TAGS) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    emissions = torch.randn(len(lengths), max(lengths), n, generator=gen)
+    mask = torch.tensor([[t < length for t in range(max(lengths))] for length in lengths])
+    return emissions, mask
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_crf_log_likelihood_matches_brute_force(seed: int) -> None:
+    crf = _crf(seed)
+    lengths = [SEQ_LEN, 2, 1]
+    emissions, mask = _batch(seed, lengths)
+    gen = torch.Generator().manual_seed(seed + 100)
+    tags = torch.randint(0, NUM_TAGS, (len(lengths), SEQ_LEN), generator=gen)
+    llh = crf(emissions, tags, mask, reduction="none")
+    for b, length in enumerate(lengths):
+        scores = _all_scores(crf, emissions[b, :length])
+        log_z = math.log(sum(math.exp(s) for s in scores.values()))
+        gold = tuple(int(t) for t in tags[b, :length])
+        assert llh[b].item() == pytest.approx(scores[gold] - log_z, abs=1e-4)
+
+
+def test_crf_likelihoods_sum_to_one() -> None:
+    crf = _crf(3)
+    emissions, mask = _batch(3, [SEQ_LEN])
+    total = 0.0
+    for path in itertools.product(range(NUM_TAGS), repeat=SEQ_LEN):
+        tags = torch.tensor([path])
+        total += math.exp(crf(emissions, tags, mask, reduction="sum").item())
+    assert total == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_crf_viterbi_matches_brute_force(seed: int) -> None:
+    crf = _crf(seed)
+    lengths = [SEQ_LEN, 1, 2]
+    emissions, mask = _batch(seed, lengths)
+    paths = crf.decode(emissions, mask)
+    for b, length in enumerate(lengths):
+        scores = _all_scores(crf, emissions[b, :length])
+        best = max(scores, key=lambda p: scores[p])
+        assert tuple(paths[b]) == best
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_crf_marginals_match_brute_force(seed: int) -> None:
+    crf = _crf(seed)
+    lengths = [SEQ_LEN, 2]
+    emissions, mask = _batch(seed, lengths)
+    marginals = crf.marginals(emissions, mask)
+    for b, length in enumerate(lengths):
+        scores = _all_scores(crf, emissions[b, :length])
+        z = sum(math.exp(s) for s in scores.values())
+        expected = np.zeros((length, NUM_TAGS))
+        for path, s in scores.items():
+            for t, tag in enumerate(path):
+                expected[t, tag] += math.exp(s) / z
+        np.testing.assert_allclose(marginals[b, :length].numpy(), expected, atol=1e-5)
+        assert torch.all(marginals[b, length:] == 0)
+
+
+def test_crf_segment_probability_matches_brute_force() -> None:
+    crf = _crf(7)
+    emissions, mask = _batch(7, [SEQ_LEN])
+    path = crf.decode(emissions, mask)[0]
+    segments = [(0, 1), (1, 3), (0, 3)]
+    probs = crf.segment_probabilities(emissions, mask, [path], [segments])[0]
+    scores = _all_scores(crf, emissions[0])
+    z = sum(math.exp(s) for s in scores.values())
+    for (first, last), p in zip(segments, probs, strict=True):
+        expected = sum(math.exp(s) for q, s in scores.items() if q[first:last] == tuple(path[first:last])) / z
+        assert p == pytest.approx(expected, abs=1e-5)
+
+
+def _bioes_crf(seed: int) -> tuple[CRF, list[str]]:
+    tags = tag_set(["A", "B"])  # O + 8 tags
+    return _crf(seed, allowed_transitions(tags), n=len(tags)), tags
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_crf_constraints_viterbi_never_decodes_invalid_sequence(seed: int) -> None:
+    crf, tags = _bioes_crf(seed)
+    # Emissions that push hard towards invalid tags (I-/E- first, B- last).
+    gen = torch.Generator().manual_seed(seed)
+    emissions = torch.randn(4, 5, len(tags), generator=gen) * 5
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    start_ok, trans_ok, end_ok = allowed_transitions(tags)
+    for path in crf.decode(emissions, mask):
+        assert start_ok[path[0]] and end_ok[path[-1]]
+        assert all(trans_ok[a, b] for a, b in itertools.pairwise(path))
+        # A valid BIOES path reads back as spans that re-encode to the same tags.
+        names = [tags[t] for t in path]
+        for first, last, label in tags_to_token_spans(names):
+            if last - first == 1:
+                assert names[first] == f"S-{label}"
+            else:
+                assert names[first] == f"B-{label}" and names[last - 1] == f"E-{label}"
+
+
+def test_crf_constraints_give_invalid_sequences_zero_probability() -> None:
+    crf, tags = _bioes_crf(11)
+    emissions = torch.randn(1, 2, len(tags), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    invalid = torch.tensor([[tags.index("O"), tags.index("I-A")]])
+    valid = torch.tensor([[tags.index("B-A"), tags.index("E-A")]])
+    assert math.exp(crf(emissions, invalid, mask).item()) == pytest.approx(0.0, abs=1e-12)
+    assert math.exp(crf(emissions, valid, mask).item()) > 1e-6
+    marginals = crf.marginals(emissions, mask)[0]
+    assert marginals[0, tags.index("I-A")].item() == pytest.approx(0.0, abs=1e-12)
+    assert marginals[0, tags.index("E-A")].item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_crf_rejects_bad_shapes_and_masks() -> None:
+    crf = CRF(NUM_TAGS)
+    with pytest.raises(ValueError, match="emissions must have shape"):
+        crf.decode(torch.zeros(1, 2, NUM_TAGS + 1), torch.ones(1, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="first timestep"):
+        crf.decode(torch.zeros(1, 2, NUM_TAGS), torch.tensor([[False, True]]))
+    with pytest.raises(ValueError, match="num_tags must be positive"):
+        CRF(0)
+    with pytest.raises(ValueError, match="transition mask"):
+        CRF(3, (np.ones(3, bool), np.ones((2, 2), bool), np.ones(3, bool)))
+
+
+def test_crf_gradients_finite_with_constraints() -> None:
+    crf, tags = _bioes_crf(0)
+    emissions = torch.randn(2, 4, len(tags), requires_grad=True)
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    gold = torch.zeros(2, 4, dtype=torch.long)
+    loss = -crf(emissions, gold, mask)
+    loss.backward()
+    assert emissions.grad is not None and torch.isfinite(emissions.grad).all()
+    assert crf.transitions.grad is not None and torch.isfinite(crf.transitions.grad).all()

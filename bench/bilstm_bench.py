@@ -1,0 +1,136 @@
+"""Benchmark of the train-job issue: BiLSTM-CNN-CRF (3 seeds) vs the feature CRF, side by side.
+
+Prints, for each model: dev and test strict entity micro F1 (mean and spread over seeds), relaxed and
+macro F1, minutes to the best dev epoch, and CPU inference throughput of ``Tagger.tag`` with one
+thread (tokens per second per core). Model choice uses dev only; test is scored once per model.
+
+    .venv/bin/python bench/bilstm_bench.py                 # full: 3 seeds x ~15 min + feature CRF
+    .venv/bin/python bench/bilstm_bench.py --seeds 13 --max-minutes 2   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medner_udf.corpus import read_corpus
+from medner_udf.dataset import to_sentences
+from medner_udf.feature_crf import (
+    DEFAULT_C1,
+    DEFAULT_C2,
+    DEFAULT_MAX_ITERATIONS,
+    evaluate_model,
+    train_feature_crf,
+)
+from medner_udf.settings import CONF_DIR, corpus_path, load_settings
+from medner_udf.tagger import Tagger, load_tagger
+from medner_udf.text import tokenize
+from medner_udf.train import TrainSettings, train_bilstm
+
+
+def inference_tokens_per_second(tagger: Tagger, texts: list[str], repeats: int = 2) -> float:
+    """Best of ``repeats`` timed passes of ``tagger.tag`` over ``texts`` on one CPU thread."""
+    n_tokens = sum(len(tokenize(t)) for t in texts)
+    tagger.tag(texts[:4])  # warm-up: allocator, lazy init
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        tagger.tag(texts)
+        best = min(best, time.perf_counter() - started)
+    return n_tokens / best
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} (min {min(values):.4f}, max {max(values):.4f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--corpus", type=Path, default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
+    parser.add_argument("--max-minutes", type=float, default=None, help="override the training budget")
+    parser.add_argument("--out", type=Path, default=Path("out/bench/bilstm"))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads while training")
+    parser.add_argument("--skip-feature-crf", action="store_true")
+    args = parser.parse_args(argv)
+
+    root = corpus_path(args.corpus)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"machine_cores": torch.get_num_threads(), "seeds": args.seeds}
+    test_docs = read_corpus(root, "test")
+
+    if not args.skip_feature_crf:
+        print("feature CRF (sklearn-crfsuite) ...", file=sys.stderr, flush=True)
+        train_sents, _ = to_sentences(read_corpus(root, "train"))
+        started = time.perf_counter()
+        crf = train_feature_crf(train_sents, DEFAULT_C1, DEFAULT_C2, DEFAULT_MAX_ITERATIONS)
+        train_min = (time.perf_counter() - started) / 60
+        dev = evaluate_model(crf, read_corpus(root, "dev"))
+        test = evaluate_model(crf, test_docs)
+        results["feature_crf"] = {
+            "dev_strict_f1": [dev.strict.f1], "test_strict_f1": [test.strict.f1],
+            "test_relaxed_f1": [test.relaxed.f1], "test_macro_f1": [test.macro_f1],
+            "minutes_to_best_dev": [train_min],
+        }  # fmt: skip
+
+    base = load_settings(TrainSettings, CONF_DIR / "train.toml", table="bilstm-cnn-crf")
+    runs: dict[str, list[float]] = {k: [] for k in (
+        "dev_strict_f1", "test_strict_f1", "test_relaxed_f1", "test_macro_f1", "minutes_to_best_dev",
+        "train_minutes", "tokens_per_second_per_core")}  # fmt: skip
+    artifacts = []
+    for seed in args.seeds:
+        print(f"BiLSTM-CNN-CRF seed {seed} ...", file=sys.stderr, flush=True)
+        settings = replace(
+            base, seed=seed, corpus=str(root), output_dir=str(args.out / "models"), version=f"bench-seed{seed}",
+            num_threads=args.threads, max_minutes=args.max_minutes or base.max_minutes,
+        )  # fmt: skip
+        result = train_bilstm(settings, show_progress=False)
+        m = result.metrics
+        best = m["history"][m["best_epoch"] - 1]
+        runs["dev_strict_f1"].append(m["dev"]["strict"]["f1"])
+        runs["test_strict_f1"].append(m["test"]["strict"]["f1"])
+        runs["test_relaxed_f1"].append(m["test"]["relaxed"]["f1"])
+        runs["test_macro_f1"].append(m["test"]["macro_f1"])
+        runs["minutes_to_best_dev"].append(best["elapsed_seconds"] / 60)
+        runs["train_minutes"].append(m["train_minutes"])
+        # Inference on one core: the per-core figure the issue asks for.
+        torch.set_num_threads(1)
+        tagger = load_tagger(result.artifact_dir, device="cpu")
+        runs["tokens_per_second_per_core"].append(
+            inference_tokens_per_second(tagger, [d.text for d in test_docs])
+        )
+        torch.set_num_threads(args.threads)
+        artifacts.append(str(result.artifact_dir))
+    results["bilstm_cnn_crf"] = runs
+    results["artifacts"] = artifacts
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+
+    print(
+        "\n| model | dev strict F1 | test strict F1 | test relaxed F1 | test macro F1 | min to best dev | tokens/s/core |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, r in (("BiLSTM-CNN-CRF", runs), ("feature CRF", results.get("feature_crf"))):
+        if not r:
+            continue
+        tps = _spread(r["tokens_per_second_per_core"]) if "tokens_per_second_per_core" in r else "n/a"
+        print(
+            f"| {name} | {_spread(r['dev_strict_f1'])} | {_spread(r['test_strict_f1'])} | "
+            f"{_spread(r['test_relaxed_f1'])} | {_spread(r['test_macro_f1'])} | "
+            f"{_spread(r['minutes_to_best_dev'])} | {tps} |"
+        )
+    print(f"\nresults written to {args.out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

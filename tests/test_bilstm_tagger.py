@@ -1,0 +1,154 @@
+"""The BiLSTM-CNN-CRF tagger: overfitting, save/load, batching, artifact validation, long notes."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medner_udf.artifact import ArtifactError
+from medner_udf.bilstm_tagger import BiLstmCnnCrfTagger
+from medner_udf.corpus import Document
+from medner_udf.dataset import to_sentences
+from medner_udf.scheme import tag_set
+from medner_udf.tagger import load_tagger
+from medner_udf.types import Span
+
+NOTES = [
+    "A 45-year-old man presented with chest pain.",
+    "She was given aspirin 81 mg daily.",
+    "CT of the abdomen showed a 3 cm mass.",
+    "Chest pain resolved after aspirin.",
+]
+
+
+def _spans(text: str, *pieces: tuple[str, str]) -> tuple[Span, ...]:
+    out = []
+    for surface, label in pieces:
+        begin = text.index(surface)
+        out.append(Span(begin, begin + len(surface), label))
+    return tuple(out)
+
+
+DOCS = [
+    Document("d1", NOTES[0], _spans(NOTES[0], ("45-year-old", "Age"), ("man", "Sex"), ("chest pain", "Sign_symptom"))),
+    Document("d2", NOTES[1], _spans(NOTES[1], ("aspirin", "Medication"), ("81 mg", "Dosage"), ("daily", "Frequency"))),
+    Document("d3", NOTES[2], _spans(NOTES[2], ("CT", "Diagnostic_procedure"), ("abdomen", "Biological_structure"),
+                                    ("3 cm", "Distance"), ("mass", "Sign_symptom"))),  # fmt: skip
+    Document("d4", NOTES[3], _spans(NOTES[3], ("Chest pain", "Sign_symptom"), ("aspirin", "Medication"))),
+]
+
+
+def _fake_glove(dim: int = 8) -> tuple[list[str], np.ndarray]:
+    words = ["the", "man", "pain", "chest", "of", "aspirin", "daily", "mass", "unseen"]
+    rng = np.random.default_rng(0)
+    return words, rng.normal(0, 0.5, (len(words), dim)).astype(np.float32)
+
+
+def _train(epochs: int = 60, seed: int = 0) -> BiLstmCnnCrfTagger:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    sentences, _ = to_sentences(DOCS)
+    tags = tag_set(sorted({m.label for d in DOCS for m in d.mentions}))
+    words, vectors = _fake_glove()
+    tagger = BiLstmCnnCrfTagger.create(
+        "test-model", "v1", tags, [s.tokens for s in sentences], words, vectors,
+        config_overrides={"lstm_hidden": 32, "char_filters": 16, "char_dim": 8, "dropout": 0.0},
+    )  # fmt: skip
+    opt = torch.optim.Adam([p for p in tagger.model.parameters() if p.requires_grad], lr=0.02)
+    tagger.model.train()
+    enc = tagger.encode([s.tokens for s in sentences])
+    gold = tagger.encode_tags([s.tags for s in sentences])
+    for _ in range(epochs):
+        opt.zero_grad()
+        _, loss = tagger.model(enc.words, enc.tuned, enc.chars, enc.mask, gold)
+        assert loss is not None
+        loss.backward()
+        opt.step()
+    tagger.model.eval()
+    return tagger
+
+
+@pytest.fixture(scope="module")
+def trained() -> BiLstmCnnCrfTagger:
+    return _train()
+
+
+def test_bilstm_overfits_a_few_notes(trained: BiLstmCnnCrfTagger) -> None:
+    predicted = trained.tag(NOTES)
+    for doc, entities in zip(DOCS, predicted, strict=True):
+        assert {e.span for e in entities} == set(doc.mentions)
+        for e in entities:
+            assert doc.text[e.begin : e.end] == e.text
+            assert 0.5 < e.score <= 1.0
+
+
+def test_bilstm_save_load_identical_predictions(trained: BiLstmCnnCrfTagger, tmp_path: Path) -> None:
+    trained.save(tmp_path / "artifact")
+    loaded = load_tagger(tmp_path / "artifact", device="cpu")
+    assert isinstance(loaded, BiLstmCnnCrfTagger)
+    before = trained.tag(NOTES)
+    after = loaded.tag(NOTES)
+    assert [[e.span for e in ents] for ents in before] == [[e.span for e in ents] for ents in after]
+    for b_ents, a_ents in zip(before, after, strict=True):
+        for b, a in zip(b_ents, a_ents, strict=True):
+            assert a.score == pytest.approx(b.score, abs=1e-3)  # GloVe rows are stored in fp16
+    # Nothing but the artifact's own files is needed, and no pickle is among them.
+    names = sorted(p.name for p in (tmp_path / "artifact").iterdir())
+    assert names == ["artifact.json", "config.json", "model.safetensors", "vocab.json"]
+
+
+def test_bilstm_batched_equals_one_at_a_time(trained: BiLstmCnnCrfTagger) -> None:
+    texts = [*NOTES, "", "   \n ", "Chest pain.\nAspirin daily.\r\nCT of the abdomen."]
+    batched = trained.tag(texts, batch_size=3)
+    single = [trained.tag([t], batch_size=1)[0] for t in texts]
+    assert [[e.span for e in x] for x in batched] == [[e.span for e in x] for x in single]
+    # Scores agree to float32 rounding (padding changes the shapes the sums run over).
+    for xs, ys in zip(batched, single, strict=True):
+        assert [e.score for e in xs] == pytest.approx([e.score for e in ys], abs=2e-4)
+    assert batched[4] == [] and batched[5] == []
+
+
+def test_bilstm_long_note_is_never_truncated(trained: BiLstmCnnCrfTagger) -> None:
+    # Far longer than one segment, one line with no sentence punctuation: every piece is tagged.
+    text = " ".join(["chest pain"] * 400) + " aspirin"
+    entities = trained.tag([text])[0]
+    assert entities, "expected entities"
+    assert max(e.end for e in entities) == len(text)  # the last word was tagged
+    assert all(text[e.begin : e.end] == e.text for e in entities)
+
+
+def test_bilstm_unseen_words_use_pretrained_vectors(trained: BiLstmCnnCrfTagger) -> None:
+    assert trained.tuned_words.get("unseen") == 1  # UNK in the trainable table
+    assert trained.words.get("unseen") > 1  # but a real row in the frozen GloVe table
+
+
+def test_bilstm_config_mismatch_fails_fast(trained: BiLstmCnnCrfTagger, tmp_path: Path) -> None:
+    directory = trained.save(tmp_path / "broken")
+    config = json.loads((directory / "config.json").read_text())
+    config["lstm_hidden"] = 64
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="do not match config.json"):
+        load_tagger(directory, device="cpu")
+    config["no_such_key"] = 1
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="unknown config keys"):
+        load_tagger(directory, device="cpu")
+
+
+def test_bilstm_vocabulary_mismatch_fails_fast(trained: BiLstmCnnCrfTagger, tmp_path: Path) -> None:
+    directory = trained.save(tmp_path / "vocab")
+    vocab = json.loads((directory / "vocab.json").read_text())
+    vocab["chars"] = vocab["chars"][:-1]
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(ArtifactError, match="char vocabulary"):
+        load_tagger(directory, device="cpu")
+
+
+def test_bilstm_rejects_non_string_input(trained: BiLstmCnnCrfTagger) -> None:
+    with pytest.raises(TypeError, match=r"texts\[1\] is NoneType"):
+        trained.tag(["fine", None])  # type: ignore[list-item]

@@ -47,8 +47,8 @@ class TrainSettings:
     patience: int = 8  # epochs without a dev improvement before stopping
     max_minutes: float = 14.0  # wall-clock budget for the training loop
     batch_size: int = 16
-    optimizer: str = "sgd"  # "sgd" (Ma & Hovy) or "adam"
-    learning_rate: float = 0.015
+    optimizer: str = "adam"  # "adam" (converges ~2x faster here) or "sgd" (Ma & Hovy)
+    learning_rate: float = 0.002
     momentum: float = 0.9
     lr_decay: float = 0.05  # SGD: lr / (1 + decay * epoch)
     grad_clip: float = 5.0

@@ -193,7 +193,8 @@ def evaluate_cmd(
 def _attach_optional_commands() -> None:
     """Commands that live in their own modules (the Spark job's), attached when present."""
     try:
-        from medner_udf.cli_extract import extract_cmd, sql_cmd
+        from medner_udf.cli_extract import extract as extract_cmd
+        from medner_udf.cli_extract import sql as sql_cmd
     except ImportError:  # pragma: no cover - only while the module is being written
         return
     main.add_command(extract_cmd)

@@ -79,6 +79,7 @@ class BiLstmCnnCrfTagger(Tagger):
         chars: Vocabulary,
         max_segment_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS,
         batch_size: int = 64,
+        pack_lines: bool = False,
     ) -> None:
         if info.kind != KIND:
             raise ArtifactError(f"artifact kind {info.kind!r} is not {KIND!r}")
@@ -101,6 +102,8 @@ class BiLstmCnnCrfTagger(Tagger):
         self.words, self.tuned_words, self.chars = words, tuned_words, chars
         self.max_segment_tokens = max_segment_tokens
         self.batch_size = batch_size
+        # Segmentation is part of the model: it must be the same at inference as in training.
+        self.pack_lines = pack_lines
 
     # ----------------------------------------------------------------------------------------------
     @classmethod
@@ -219,7 +222,7 @@ class BiLstmCnnCrfTagger(Tagger):
         for n, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{n}] is {type(text).__name__}, expected str")
-            for seg in segment(text, self.max_segment_tokens):
+            for seg in segment(text, self.max_segment_tokens, self.pack_lines):
                 segments.append(seg)
                 owner.append(n)
         order = sorted(range(len(segments)), key=lambda i: len(segments[i]))
@@ -253,6 +256,7 @@ class BiLstmCnnCrfTagger(Tagger):
                 "tuned_words": self.tuned_words.items,
                 "chars": self.chars.items,
                 "max_segment_tokens": self.max_segment_tokens,
+                "pack_lines": self.pack_lines,
             },
         )
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
@@ -289,5 +293,6 @@ class BiLstmCnnCrfTagger(Tagger):
             Vocabulary(vocab["tuned_words"]),
             Vocabulary(vocab["chars"]),
             int(vocab.get("max_segment_tokens", DEFAULT_MAX_SEGMENT_TOKENS)),
+            pack_lines=bool(vocab.get("pack_lines", False)),
         )
         return tagger.to(device if device is not None else default_device())

@@ -33,7 +33,7 @@ class FlattenReport:
 
 
 def to_sentences(
-    docs: Sequence[Document], max_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS
+    docs: Sequence[Document], max_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS, pack: bool = False
 ) -> tuple[list[Sentence], FlattenReport]:
     """Segment every document as the taggers do at inference, and tag it from flattened mentions.
 
@@ -50,7 +50,7 @@ def to_sentences(
         n_docs += bool(flat.dropped)
         for span in flat.dropped:
             dropped_by_type[span.label] = dropped_by_type.get(span.label, 0) + 1
-        for tokens in segment(doc.text, max_tokens):
+        for tokens in segment(doc.text, max_tokens, pack):
             seg_begin, seg_end = tokens[0].begin, tokens[-1].end
             inside = [
                 Span(max(s.begin, seg_begin), min(s.end, seg_end), s.label)

@@ -55,14 +55,20 @@ def _cut(tokens: list[Token], max_tokens: int) -> Iterator[list[Token]]:
         yield tokens
 
 
-def segment(text: str, max_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS) -> list[list[Token]]:
+def segment(text: str, max_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS, pack: bool = False) -> list[list[Token]]:
     """Split a note into token sequences (lines, long lines cut) that together cover every token.
 
-    Concatenating the segments gives exactly ``tokenize(text)``: no token is lost or repeated.
+    With ``pack``, consecutive lines are joined while the result stays within ``max_tokens``, so a
+    tagger sees neighbouring sentences as context. Concatenating the segments gives exactly
+    ``tokenize(text)`` either way: no token is lost or repeated.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     segments: list[list[Token]] = []
     for line_start, line_end in _line_bounds(text):
-        segments.extend(_cut(tokenize(text, line_start, line_end), max_tokens))
+        for piece in _cut(tokenize(text, line_start, line_end), max_tokens):
+            if pack and segments and len(segments[-1]) + len(piece) <= max_tokens:
+                segments[-1] = segments[-1] + piece
+            else:
+                segments.append(piece)
     return segments

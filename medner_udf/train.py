@@ -62,6 +62,7 @@ class TrainSettings:
     dropout: float = 0.5
     word_dropout: float = 0.05
     max_segment_tokens: int = 128
+    pack_lines: bool = False  # join consecutive lines up to max_segment_tokens (cross-sentence context)
     train_docs: int | None = None  # first N train documents only (quick runs, tests)
     dev_docs: int | None = None
     evaluate_test: bool = True
@@ -123,7 +124,7 @@ def train_bilstm(settings: TrainSettings, show_progress: bool = True) -> TrainRe
     dev_docs = read_corpus(root, "dev")[: settings.dev_docs]
     if not train_docs or not dev_docs:
         raise ValueError(f"need train and dev documents; got {len(train_docs)} and {len(dev_docs)}")
-    train_sents, flat_report = to_sentences(train_docs, settings.max_segment_tokens)
+    train_sents, flat_report = to_sentences(train_docs, settings.max_segment_tokens, settings.pack_lines)
     train_sents = [s for s in train_sents if s.tokens]
     entity_types = sorted({m.label for d in train_docs for m in d.mentions})
     tags = tag_set(entity_types)
@@ -152,6 +153,7 @@ def train_bilstm(settings: TrainSettings, show_progress: bool = True) -> TrainRe
         },
     )
     tagger.max_segment_tokens = settings.max_segment_tokens
+    tagger.pack_lines = settings.pack_lines
     tagger.to(device)
     model = tagger.model
     params = [p for p in model.parameters() if p.requires_grad]

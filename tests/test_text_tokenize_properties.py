@@ -83,3 +83,21 @@ def test_segment_prefers_sentence_end_when_cutting() -> None:
 def test_segment_rejects_bad_max_tokens() -> None:
     with pytest.raises(ValueError, match="max_tokens must be >= 1, got 0"):
         segment("a", 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ANY_TEXT, st.integers(min_value=1, max_value=12))
+def test_packed_segments_concatenate_to_tokenize_and_respect_max_tokens(text: str, max_tokens: int) -> None:
+    packed = segment(text, max_tokens, pack=True)
+    assert [t for seg in packed for t in seg] == tokenize(text)
+    assert all(1 <= len(seg) <= max_tokens for seg in packed)
+    # Packing never splits what line segmentation kept together, and never has more pieces.
+    assert len(packed) <= len(segment(text, max_tokens))
+
+
+def test_packing_joins_short_lines_up_to_the_limit() -> None:
+    text = "a b\nc d\ne f\ng"
+    assert [[t.text for t in s] for s in segment(text, 4, pack=True)] == [
+        ["a", "b", "c", "d"],
+        ["e", "f", "g"],
+    ]

@@ -16,7 +16,9 @@ NUM_TAGS = 5
 SEQ_LEN = 3
 
 
-def _crf(seed: int, allowed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, n: int = NUM_TAGS) -> CRF:
+def _crf(
+    seed: int, allowed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, n: int = NUM_TAGS
+) -> CRF:
     torch.manual_seed(seed)
     crf = CRF(n, allowed)
     with torch.no_grad():  # larger than the default init, so sequences differ clearly in score
@@ -175,3 +177,16 @@ def test_crf_gradients_finite_with_constraints() -> None:
     loss.backward()
     assert emissions.grad is not None and torch.isfinite(emissions.grad).all()
     assert crf.transitions.grad is not None and torch.isfinite(crf.transitions.grad).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_crf_constrained_viterbi_matches_brute_force(seed: int) -> None:
+    # The sparse (bucketed) Viterbi step must find the same best path as enumeration.
+    tags = tag_set(["A"])  # O, B-A, I-A, E-A, S-A
+    crf = _crf(seed, allowed_transitions(tags), n=len(tags))
+    lengths = [SEQ_LEN, 2, 1]
+    emissions, mask = _batch(seed, lengths, n=len(tags))
+    paths = crf.decode(emissions, mask)
+    for b, length in enumerate(lengths):
+        scores = _all_scores(crf, emissions[b, :length])
+        assert tuple(paths[b]) == max(scores, key=lambda p: scores[p])

@@ -61,7 +61,10 @@ class CRF(nn.Module):
         self.register_buffer("start_penalty", _penalty(start_ok))
         self.register_buffer("transition_penalty", _penalty(trans_ok))
         self.register_buffer("end_penalty", _penalty(end_ok))
+        self._viterbi_buckets, inverse = _viterbi_buckets(np.asarray(trans_ok, dtype=bool))
+        self.register_buffer("_viterbi_inverse", inverse, persistent=False)
         # Typed aliases of the buffers above (nn.Module's __getattr__ is typed as Tensor | Module).
+        self._viterbi_inverse: Tensor
         self.start_penalty: Tensor
         self.transition_penalty: Tensor
         self.end_penalty: Tensor
@@ -169,15 +172,38 @@ class CRF(nn.Module):
         batch, seq_len, _ = emissions.shape
         if seq_len == 0:
             return [[] for _ in range(batch)]
-        # Transposed so the max runs over the last, contiguous dimension (several times faster).
-        trans_t = self._trans().t().contiguous()  # shape: (num_tags_to, num_tags_from)
+        trans = self._trans()
+        # Each bucket scores only the moves the constraints allow: with BIOES, I-X and E-X can be
+        # reached from two tags each, so most of the (tags x tags) work of a dense step is skipped.
+        device = emissions.device
+        buckets = []
+        for to, frm in self._viterbi_buckets:
+            to, frm = to.to(device), frm.to(device)
+            if frm.dim() == 1:
+                buckets.append((to, frm, trans[frm.unsqueeze(0), to.unsqueeze(1)]))  # (bucket_to, k)
+            else:
+                buckets.append((to, frm, trans[frm, to.unsqueeze(1)]))
         score = self._start() + emissions[:, 0]  # shape: (batch, num_tags)
         history = []
         for t in range(1, seq_len):
-            # shape: (batch, 1, num_tags_from) + (num_tags_to, num_tags_from) -> (batch, to, from)
-            candidates = score.unsqueeze(1) + trans_t
-            best, best_from = candidates.max(dim=2)  # shape: (batch, num_tags_to) each
-            score = torch.where(mask[:, t : t + 1], best + emissions[:, t], score)
+            bests, froms = [], []
+            for _, frm, trans_g in buckets:
+                if frm.dim() == 1:  # every target shares one source list: broadcast, no gather
+                    # shape: (batch, 1, bucket_from) + (bucket_to, bucket_from)
+                    candidates = score[:, frm].unsqueeze(1) + trans_g
+                    best, arg = candidates.max(dim=2)  # shape: (batch, bucket_to) each
+                    froms.append(frm[arg])
+                else:
+                    # shape: (batch, bucket_to, bucket_from)
+                    candidates = score[:, frm] + trans_g
+                    best, arg = candidates.max(dim=2)
+                    froms.append(
+                        torch.gather(frm.expand(arg.size(0), -1, -1), 2, arg.unsqueeze(2)).squeeze(2)
+                    )
+                bests.append(best)
+            best_all = torch.cat(bests, dim=1)[:, self._viterbi_inverse]  # shape: (batch, num_tags)
+            best_from = torch.cat(froms, dim=1)[:, self._viterbi_inverse]
+            score = torch.where(mask[:, t : t + 1], best_all + emissions[:, t], score)
             history.append(best_from)
         score = score + self._end()
         lengths = mask.sum(dim=1).tolist()
@@ -243,6 +269,34 @@ class CRF(nn.Module):
                 probs.append(float(min(1.0, max(0.0, np.exp(log_p)))))
             out.append(probs)
         return out
+
+
+def _viterbi_buckets(trans_ok: npt.NDArray[np.bool_]) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+    """Group target tags by how many source tags may precede them, for a sparse Viterbi step.
+
+    Returns buckets of (target tags (m,), allowed sources (m, k) or (k,) when all m share them,
+    padded by repeating a source,
+    which leaves a max unchanged) and the permutation that puts the buckets' outputs back in tag
+    order. A tag no move reaches keeps source 0, whose move carries the forbidden penalty.
+    """
+    n = trans_ok.shape[0]
+    sources = [np.flatnonzero(trans_ok[:, j]) for j in range(n)]
+    sources = [s if len(s) else np.array([0]) for s in sources]
+    small = [j for j in range(n) if len(sources[j]) <= 8]
+    large = [j for j in range(n) if len(sources[j]) > 8]
+    buckets = []
+    order: list[int] = []
+    for group in (small, large):
+        if not group:
+            continue
+        k = max(len(sources[j]) for j in group)
+        frm = np.stack([np.resize(sources[j], k) for j in group])  # np.resize repeats to length k
+        if (frm == frm[0]).all():
+            frm = frm[0]  # one shared source list (BIOES: every O/B/S target)
+        buckets.append((torch.tensor(group), torch.from_numpy(frm).long()))
+        order.extend(group)
+    inverse = torch.from_numpy(np.argsort(np.array(order)))
+    return buckets, inverse
 
 
 def _log_matmul_exp(scores: Tensor, trans: Tensor) -> Tensor:

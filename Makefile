@@ -13,7 +13,10 @@ export MPLBACKEND := Agg
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv demo test lint typecheck unit train evaluate bench clean
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.medner-installed
+
+.PHONY: venv venv-airflow demo test lint typecheck unit dag-test train evaluate bench clean
 
 venv: $(STAMP)
 
@@ -24,22 +27,34 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+# Airflow pins its own dependency set, so the DAG is tested in a separate environment.
+venv-airflow: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): requirements-airflow.lock
+	@test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r requirements-airflow.lock
+	@touch $(AIRFLOW_STAMP)
+
 ## The main job end to end on the embedded default (local Spark, local tables).
 demo: venv
 	$(BIN)/python -m medner_udf.demo
 
 ## Lint, type-check and the test suite (what CI runs).
-test: venv lint typecheck unit
+test: venv lint typecheck unit dag-test
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: venv
-	$(BIN)/mypy medner_udf jobs bench
+	$(BIN)/mypy medner_udf jobs bench dags
 
 unit: venv
 	$(BIN)/pytest -q
+
+## The nightly DAG loaded by Airflow itself.
+dag-test: venv-airflow
+	AIRFLOW_HOME=$$(mktemp -d) PYTHONPATH=. $(AIRFLOW_VENV)/bin/pytest -q -p no:cacheprovider tests/test_dag_medner_nightly.py
 
 ## The full training run of the default model (about 15 minutes on 2 cores).
 train: venv

@@ -73,3 +73,14 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
             lines.append(f"T{n}\t{label} {begin} {end}\t{text[begin:end]}")
         write_brat(folder, doc_id, text, "\n".join(lines) + ("\n" if lines else ""))
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """One intra-op thread: the suite's models are tiny, and on a shared 2-core machine extra
+    threads only add synchronisation cost."""
+    try:
+        import torch
+    except ImportError:  # the Airflow environment runs the DAG test without torch
+        return
+    torch.set_num_threads(1)

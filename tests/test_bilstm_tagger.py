@@ -35,10 +35,27 @@ def _spans(text: str, *pieces: tuple[str, str]) -> tuple[Span, ...]:
 
 
 DOCS = [
-    Document("d1", NOTES[0], _spans(NOTES[0], ("45-year-old", "Age"), ("man", "Sex"), ("chest pain", "Sign_symptom"))),
-    Document("d2", NOTES[1], _spans(NOTES[1], ("aspirin", "Medication"), ("81 mg", "Dosage"), ("daily", "Frequency"))),
-    Document("d3", NOTES[2], _spans(NOTES[2], ("CT", "Diagnostic_procedure"), ("abdomen", "Biological_structure"),
-                                    ("3 cm", "Distance"), ("mass", "Sign_symptom"))),  # fmt: skip
+    Document(
+        "d1",
+        NOTES[0],
+        _spans(NOTES[0], ("45-year-old", "Age"), ("man", "Sex"), ("chest pain", "Sign_symptom")),
+    ),
+    Document(
+        "d2",
+        NOTES[1],
+        _spans(NOTES[1], ("aspirin", "Medication"), ("81 mg", "Dosage"), ("daily", "Frequency")),
+    ),
+    Document(
+        "d3",
+        NOTES[2],
+        _spans(
+            NOTES[2],
+            ("CT", "Diagnostic_procedure"),
+            ("abdomen", "Biological_structure"),
+            ("3 cm", "Distance"),
+            ("mass", "Sign_symptom"),
+        ),
+    ),
     Document("d4", NOTES[3], _spans(NOTES[3], ("Chest pain", "Sign_symptom"), ("aspirin", "Medication"))),
 ]
 
@@ -132,7 +149,7 @@ def test_bilstm_config_mismatch_fails_fast(trained: BiLstmCnnCrfTagger, tmp_path
     config = json.loads((directory / "config.json").read_text())
     config["lstm_hidden"] = 64
     (directory / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ArtifactError, match="do not match config.json"):
+    with pytest.raises(ArtifactError, match=r"do not match config\.json"):
         load_tagger(directory, device="cpu")
     config["no_such_key"] = 1
     (directory / "config.json").write_text(json.dumps(config))

@@ -1,0 +1,94 @@
+"""Building the SparkSession from ``conf/spark.toml``; only entry points (jobs, CLI) call this.
+
+Library modules never create a session: they take one as an argument, so they import without
+Spark running and tests can share one session.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+DEFAULT_JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; the message names the file when it is missing or malformed."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"config file {p} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {p} is not valid TOML: {exc}") from exc
+
+
+def spark_conf(conf: dict[str, Any]) -> dict[str, str]:
+    """The ``[spark]`` table of a config as Spark conf strings (booleans lower-cased)."""
+    table = conf.get("spark", {})
+    if not isinstance(table, dict):
+        raise ValueError("the [spark] section must be a table of spark.* settings")
+    out = {}
+    for key, value in table.items():
+        if not key.startswith("spark."):
+            raise ValueError(f"Spark setting {key!r} must start with 'spark.'")
+        out[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+def prepare_environment() -> None:
+    """Point Spark at this interpreter and a JDK when the caller has not (DESIGN.md facts)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if "JAVA_HOME" not in os.environ and Path(DEFAULT_JAVA_HOME).is_dir():
+        os.environ["JAVA_HOME"] = DEFAULT_JAVA_HOME
+    if "SPARK_HOME" not in os.environ:
+        import pyspark
+
+        # local-cluster masters start executors from SPARK_HOME; pip's pyspark ships one.
+        os.environ["SPARK_HOME"] = str(Path(pyspark.__file__).parent)
+
+
+def build_session(conf: dict[str, str], app_name: str = "medner", master: str | None = None) -> SparkSession:
+    """A SparkSession with ``conf`` applied; ``master`` overrides ``spark.master`` when given.
+
+    Under spark-submit the master and resources come from the command line, which wins over
+    settings here only for keys not set in ``conf``; so the conf files leave ``spark.master`` out.
+    """
+    prepare_environment()
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    if master is not None:
+        builder = builder.master(master)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def spark_submit_command(
+    script: str | Path, args: list[str], master: str, conf: dict[str, str] | None = None
+) -> list[str]:
+    """argv for ``spark-submit`` of ``script`` from the installed pyspark (entry points, benches)."""
+    prepare_environment()
+    submit = Path(os.environ["SPARK_HOME"]) / "bin" / "spark-submit"
+    cmd = [str(submit), "--master", master]
+    for key, value in (conf or {}).items():
+        cmd += ["--conf", f"{key}={value}"]
+    return [*cmd, str(script), *args]
+
+
+def submit_environment() -> dict[str, str]:
+    """The environment for a spark-submit child: this interpreter for driver and workers."""
+    prepare_environment()
+    env = dict(os.environ)
+    env["PYSPARK_PYTHON"] = env.get("PYSPARK_PYTHON", sys.executable)
+    env["PYSPARK_DRIVER_PYTHON"] = env.get("PYSPARK_DRIVER_PYTHON", sys.executable)
+    return env

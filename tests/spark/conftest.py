@@ -1,0 +1,59 @@
+"""Fixtures for the tests that start Spark: one session-scoped ``local[2]`` session for all of them
+(UI off, few shuffle partitions), and a small real gazetteer artifact."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medner_udf.gazetteer import GazetteerTagger
+from medner_udf.spark import build_session
+
+# Terms of the test gazetteer: every Spark test tags with these, so expected entities are exact.
+TERMS = [
+    ("chest pain", "Sign_symptom"),
+    ("fever", "Sign_symptom"),
+    ("aspirin", "Medication"),
+    ("CT", "Diagnostic_procedure"),
+    ("mass", "Sign_symptom"),
+    ("liver", "Biological_structure"),
+    ("man", "Sex"),
+    ("38.5", "Lab_value"),
+]
+
+SPARK_TEST_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.default.parallelism": "2",
+    "spark.python.worker.reuse": "true",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "4",
+    "spark.driver.memory": "1g",
+    "spark.sql.session.timeZone": "UTC",
+}
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    session = build_session(SPARK_TEST_CONF, app_name="medner-tests", master="local[2]")
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def make_gazetteer(folder: Path, version: str = "1") -> Path:
+    GazetteerTagger.from_terms(TERMS, name="testgaz", version=version).save(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def gazetteer_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_gazetteer(tmp_path_factory.mktemp("models") / "testgaz" / "1")
+
+
+@pytest.fixture
+def gazetteer_factory(tmp_path: Path) -> Callable[[str], Path]:
+    """Makes the test gazetteer under another version (a new model version of the same model)."""
+    return lambda version: make_gazetteer(tmp_path / "models" / "testgaz" / version, version=version)

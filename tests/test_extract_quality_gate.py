@@ -1,0 +1,91 @@
+"""The data-quality gate over one run's rows (no Spark: tables built by hand)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medner_udf.extract import check_run_quality
+from medner_udf.gazetteer import GazetteerTagger
+from medner_udf.tables import Changes, DataFile, open_table
+from medner_udf.udf import ENTITIES_SCHEMA, STATUS_SCHEMA
+
+
+def commit(folder: Path, schema: pa.Schema, rows: list[dict[str, Any]]) -> None:
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "f.parquet")
+    f = DataFile("f.parquet", os.path.getsize(folder / "f.parquet"), len(rows), int(time.time() * 1000))
+    open_table(folder, "delta").commit(Changes(adds=[f]), schema, {})
+
+
+def status(rid: str, st: str, n_chars: int, run: str = "r1") -> dict[str, Any]:
+    return {
+        "record_id": rid,
+        "note_hash": "h",
+        "status": st,
+        "n_entities": 1,
+        "error": None,
+        "n_chars": n_chars,
+        "model_name": "g",
+        "model_version": "1",
+        "run_id": run,
+        "run_seq": 0,
+    }
+
+
+def entity(rid: str, b: int, e: int, label: str, score: float = 1.0, run: str = "r1") -> dict[str, Any]:
+    return {
+        "record_id": rid,
+        "begin": b,
+        "end": e,
+        "text": "x" * (e - b),
+        "label": label,
+        "score": score,
+        "note_hash": "h",
+        "model_name": "g",
+        "model_version": "1",
+        "run_id": run,
+    }
+
+
+def test_clean_run_passes_and_each_broken_contract_is_reported(tmp_path: Path) -> None:
+    model = GazetteerTagger.from_terms([("fever", "Sign_symptom")], name="g", version="1").save(
+        tmp_path / "m"
+    )
+    commit(
+        tmp_path / "good" / "record_status", STATUS_SCHEMA, [status("a", "ok", 10), status("b", "empty", 0)]
+    )
+    commit(
+        tmp_path / "good" / "entities",
+        ENTITIES_SCHEMA,
+        [entity("a", 0, 5, "Sign_symptom"), entity("z", 0, 99, "Nope", 7.0, run="r0")],
+    )
+    assert check_run_quality(str(tmp_path / "good"), "r1", str(model), n_input=2) == []
+
+    commit(
+        tmp_path / "bad" / "record_status", STATUS_SCHEMA, [status("a", "ok", 10), status("b", "error", 5)]
+    )
+    commit(
+        tmp_path / "bad" / "entities",
+        ENTITIES_SCHEMA,
+        [
+            entity("a", 8, 12, "Sign_symptom"),
+            entity("a", 0, 2, "Drug"),
+            entity("a", 0, 1, "Sign_symptom", 1.5),
+            entity("b", 0, 1, "Sign_symptom"),
+        ],
+    )
+    problems = check_run_quality(str(tmp_path / "bad"), "r1", str(model), n_input=3)
+    assert problems == [
+        "run r1: 3 input rows but 2 status rows",
+        "run r1: 1 entities with offsets outside their note",
+        "run r1: 1 entities of records without an 'ok' status row",
+        "run r1: labels outside the model's set: {'Drug': 1}",
+        "run r1: 1 scores outside [0, 1]",
+    ]
+    assert check_run_quality(str(tmp_path / "good"), "r9", str(model)) == ["run r9 has no status rows"]

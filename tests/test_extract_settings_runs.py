@@ -1,0 +1,57 @@
+"""Settings checks and run-id choice, without Spark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medner_udf.artifact import ArtifactError
+from medner_udf.cli_extract import settings_from
+from medner_udf.extract import ExtractError, ExtractSettings, check_settings, choose_run
+from medner_udf.gazetteer import GazetteerTagger
+
+
+def test_choose_run_reruns_only_the_latest_run() -> None:
+    assert choose_run(None, "rabc", {}) == ("rabc", 0, False)
+    assert choose_run(None, "rabc", {"rabc": 0}) == ("rabc", 0, True)
+    assert choose_run(None, "rnew", {"rabc": 0}) == ("rnew", 1, False)
+    # The input went back to an earlier state: a new run, not a rollback of run rabc.
+    assert choose_run(None, "rabc", {"rabc": 0, "rnew": 1}) == ("rabc-2", 2, False)
+    assert choose_run(None, "rabc", {"rabc": 0, "rnew": 1, "rabc-2": 2}) == ("rabc-2", 2, True)
+    assert choose_run("nightly-1", "rx", {"nightly-1": 4}) == ("nightly-1", 4, True)
+    with pytest.raises(ExtractError, match="'nightly-1' is not the latest run"):
+        choose_run("nightly-1", "rx", {"nightly-1": 4, "nightly-2": 5})
+
+
+def test_flags_override_conf_and_unknown_conf_keys_are_named() -> None:
+    s = settings_from(
+        {"batch_size": 8, "full": True},
+        {"input": "i", "output": "o", "model": "m", "batch_size": 4, "full": None},
+    )
+    assert (s.batch_size, s.full) == (4, True)
+    with pytest.raises(ExtractError, match="'batchsize'"):
+        settings_from({"batchsize": 8}, {"input": "i", "output": "o", "model": "m"})
+    with pytest.raises(ExtractError, match="'model'"):
+        settings_from({}, {"input": "i", "output": "o", "model": None})
+
+
+def test_settings_are_checked_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    model = GazetteerTagger.from_terms([("fever", "Sign_symptom")]).save(tmp_path / "model")
+    ok = ExtractSettings(input=str(tmp_path / "notes"), output=str(tmp_path / "out"), model=str(model))
+    check_settings(ok)
+    bad = {
+        "output_format": ("csv", "output format must be one of"),
+        "run_id": ("../etc", "run id '../etc'"),
+        "id_column": ("text", "id and text columns must differ"),
+        "partitions": (0, "partitions must be >= 1, got 0"),
+    }
+    for key, (value, message) in bad.items():
+        with pytest.raises(ExtractError, match=message):
+            check_settings(ExtractSettings(**{**ok.__dict__, key: value}))
+    with pytest.raises(ArtifactError, match="does not exist"):
+        check_settings(ExtractSettings(**{**ok.__dict__, "model": str(tmp_path / "nope")}))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ExtractError, match="is not a folder"):
+        check_settings(ExtractSettings(**{**ok.__dict__, "output": str(tmp_path / "afile")}))

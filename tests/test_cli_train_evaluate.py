@@ -36,7 +36,14 @@ def trained_artifact(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 
 def test_cli_train_writes_complete_artifact(trained_artifact: Path) -> None:
     names = {p.name for p in trained_artifact.iterdir()}
-    assert {"artifact.json", "config.json", "model.safetensors", "vocab.json", "metrics.json", "MODEL_CARD.md"} <= names
+    assert {
+        "artifact.json",
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "metrics.json",
+        "MODEL_CARD.md",
+    } <= names
     metrics = json.loads((trained_artifact / "metrics.json").read_text())
     assert metrics["data"]["train_docs"] == 4 and metrics["data"]["dev_docs"] == 2
     assert len(metrics["history"]) == 2

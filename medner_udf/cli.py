@@ -143,7 +143,7 @@ def run_train(
             values,
             table=profile or model_kind,
         )
-        tresult = train_transformer(tsettings, show_progress=show_progress)
+        tresult = train_transformer(tsettings)
         metrics = tresult.metrics
         artifact_dir = tresult.artifact_dir
     summary: dict[str, Any] = {

@@ -1,0 +1,219 @@
+"""Benchmark: the medner transformer tagger against the plain token-classification recipe.
+
+Trains each variant with each seed (settings from conf/train-transformer.toml: table ``transformer``
+for ours, ``transformer-plain`` for the peer: softmax head, one line per example, 6 epochs at 5e-5),
+and reports dev and test strict / relaxed / macro F1 as mean ± spread (max - min) over seeds, plus
+training time. ``--speed ARTIFACT`` measures CPU inference on the test notes with one thread
+(tokens = medner word tokens, the unit every tagger is measured in), fp32 and dynamic int8.
+
+Usage (from the repository root)::
+
+    python bench/transformer_bench.py --corpus ../shared/data/maccrobat/MACCROBAT2020 \\
+        --out /tmp/transformer-bench --seeds 13,14,15 --variants ours,plain
+    python bench/transformer_bench.py --corpus ... --out ... --speed models/<name>/<version>
+    python bench/transformer_bench.py --out ... --summarise   # table from the runs done so far
+
+Results go to ``<out>/results.jsonl`` (one line per finished run, appended as runs finish, so a
+partial benchmark still reports) and ``<out>/summary.md``. Choose settings on dev only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medner_udf.corpus import read_corpus
+from medner_udf.scoring import score_spans
+from medner_udf.settings import load_settings
+from medner_udf.text import tokenize
+from medner_udf.train_transformer import (
+    TransformerTrainSettings,
+    gold_spans,
+    train_transformer,
+)
+from medner_udf.transformer_tagger import TransformerTagger
+
+log = logging.getLogger("transformer_bench")
+
+CONF = Path(__file__).resolve().parent.parent / "conf" / "train-transformer.toml"
+# variant -> (table of conf/train-transformer.toml, overrides)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ours": ("transformer", {}),
+    "ours-softmax": ("transformer", {"head": "softmax"}),
+    "plain": ("transformer-plain", {}),
+}
+
+
+def run_variant(variant: str, seed: int, corpus: str, out: Path, threads: int) -> dict[str, Any]:
+    """Train one variant with one seed; return its row (scores, minutes, artifact path)."""
+    table, overrides = VARIANTS[variant]
+    settings = load_settings(TransformerTrainSettings, CONF, overrides, table=table)
+    settings = dataclasses.replace(
+        settings,
+        name=f"{variant}-s{seed}",
+        version="bench",
+        seed=seed,
+        corpus=corpus,
+        output_dir=str(out / "models"),
+        num_threads=threads,
+        progress=False,
+    )
+    result = train_transformer(settings)
+    m = result.metrics
+    return {
+        "variant": variant,
+        "seed": seed,
+        "artifact": str(result.artifact_dir),
+        "train_minutes": m["train_minutes"],
+        "best_epoch": m["best_epoch"],
+        "dev": _figures(m["dev"]),
+        "test": _figures(m["test"]),
+    }
+
+
+def row_from_artifact(variant: str, artifact: Path) -> dict[str, Any]:
+    """A results row from an artifact trained earlier with the same variant's settings."""
+    m = json.loads((artifact / "metrics.json").read_text())
+    return {
+        "variant": variant,
+        "seed": m["settings"]["seed"],
+        "artifact": str(artifact),
+        "train_minutes": m["train_minutes"],
+        "best_epoch": m["best_epoch"],
+        "dev": _figures(m["dev"]),
+        "test": _figures(m["test"]),
+    }
+
+
+def _figures(scores: dict[str, Any]) -> dict[str, float]:
+    return {
+        "strict_f1": scores["strict"]["f1"],
+        "relaxed_f1": scores["relaxed"]["f1"],
+        "macro_f1": scores["macro_f1"],
+    }
+
+
+def measure_speed(artifact: Path, corpus: str, int8: bool, repeats: int = 1) -> dict[str, Any]:
+    """CPU inference on the 20 test notes with one thread: words/s and pieces/s, and test F1."""
+    torch.set_num_threads(1)
+    docs = read_corpus(corpus, "test")
+    tagger = TransformerTagger.load(artifact, device="cpu")
+    if int8:
+        tagger.quantize_int8()
+    texts = [d.text for d in docs]
+    tagger.tag(texts[:2])  # warm-up: allocator, kernels
+    n_words = sum(len(tokenize(t)) for t in texts)
+    n_pieces = sum(len(tagger.encode(t).piece_ids) for t in texts)
+    best = best_cpu = float("inf")
+    entities = []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        entities = tagger.tag(texts)
+        best = min(best, time.perf_counter() - start)
+        # CPU seconds of this (one-thread) process: a per-core figure that holds on a shared,
+        # oversubscribed machine, where wall time mostly measures the neighbours.
+        best_cpu = min(best_cpu, time.process_time() - start_cpu)
+    predicted = {d.doc_id: [e.span for e in ents] for d, ents in zip(docs, entities, strict=True)}
+    scores = score_spans(gold_spans(docs), predicted)
+    return {
+        "artifact": str(artifact),
+        "int8": int8,
+        "threads": 1,
+        "notes": len(texts),
+        "words": n_words,
+        "pieces": n_pieces,
+        "seconds": best,
+        "cpu_seconds": best_cpu,
+        "words_per_s_per_core": n_words / best_cpu,
+        "pieces_per_s_per_core": n_pieces / best_cpu,
+        "words_per_s_wall": n_words / best,
+        "notes_per_s": len(texts) / best,
+        "test": _figures(scores.to_dict()),
+    }
+
+
+def _mean_spread(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    spread = max(values) - min(values)
+    return f"{statistics.fmean(values):.4f} ± {spread:.4f} (n={len(values)})"
+
+
+def summarise(out: Path) -> str:
+    """Markdown table of every finished run in ``<out>/results.jsonl``."""
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+    lines = [
+        "| variant | seeds | dev strict F1 | test strict F1 | test relaxed F1 | test macro F1 | train min |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant in VARIANTS:
+        runs = [r for r in rows if r.get("variant") == variant]
+        if not runs:
+            continue
+        lines.append(
+            f"| {variant} | {','.join(str(r['seed']) for r in runs)} "
+            f"| {_mean_spread([r['dev']['strict_f1'] for r in runs])} "
+            f"| {_mean_spread([r['test']['strict_f1'] for r in runs])} "
+            f"| {_mean_spread([r['test']['relaxed_f1'] for r in runs])} "
+            f"| {_mean_spread([r['test']['macro_f1'] for r in runs])} "
+            f"| {statistics.fmean(r['train_minutes'] for r in runs):.1f} |"
+        )
+    for r in rows:
+        if "words_per_s_per_core" in r:
+            lines.append(
+                f"\nCPU inference ({'int8' if r['int8'] else 'fp32'}, 1 thread, {r['notes']} test notes): "
+                f"{r['words_per_s_per_core']:.0f} words/s, {r['pieces_per_s_per_core']:.0f} pieces/s per CPU "
+                f"second ({r['words_per_s_wall']:.0f} words/s wall); "
+                f"test strict F1 {r['test']['strict_f1']:.4f}"
+            )
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--corpus", default="../shared/data/maccrobat/MACCROBAT2020")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", default="13,14,15")
+    parser.add_argument("--variants", default="ours,plain")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--speed", type=Path, default=None, help="measure CPU inference of this artifact")
+    parser.add_argument("--summarise", action="store_true", help="only rebuild the summary table")
+    parser.add_argument("--add-artifact", type=Path, default=None, help="record an earlier run of a variant")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = args.out / "results.jsonl"
+    if not args.summarise:
+        rows: list[dict[str, Any]] = []
+        if args.add_artifact is not None:
+            rows = [row_from_artifact(args.variants.split(",")[0], args.add_artifact)]
+        elif args.speed is not None:
+            rows = [measure_speed(args.speed, args.corpus, int8) for int8 in (False, True)]
+        else:
+            for variant in args.variants.split(","):
+                if variant not in VARIANTS:
+                    raise SystemExit(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+                for seed in (int(s) for s in args.seeds.split(",")):
+                    rows.append(run_variant(variant, seed, args.corpus, args.out, args.threads))
+                    with results.open("a") as fh:
+                        fh.write(json.dumps(rows[-1]) + "\n")
+                    rows = []
+        with results.open("a") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+    print(summarise(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,381 @@
+"""TransformerTagger on tiny randomly initialised encoders of each family, built offline.
+
+Every encoder here is a real Hugging Face checkpoint folder (config + safetensors + tokenizer files)
+written by the test, so ``TransformerTagger.create`` walks the same path as with MiniLM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from medner_udf.artifact import ArtifactError
+from medner_udf.corpus import Document
+from medner_udf.scheme import tag_set
+from medner_udf.tagger import load_tagger
+from medner_udf.train_transformer import build_training_data
+from medner_udf.transformer_tagger import TransformerTagger
+from medner_udf.types import Span
+
+pytest.importorskip("transformers")
+
+# Sentences with their mentions as (surface, label); offsets are found in the text.
+SENTENCES: list[tuple[str, list[tuple[str, str]]]] = [
+    ("A 45-year-old man had chest pain.", [("45-year-old", "Age"), ("man", "Sex"), ("chest pain", "Sign")]),
+    ("Aspirin 5mg was given daily.", [("Aspirin", "Med"), ("5mg", "Dose")]),
+    ("CT showed a mass in the liver.", [("CT", "Proc"), ("mass", "Sign")]),
+    ("She denied fever and chest pain.", [("She", "Sex"), ("fever", "Sign"), ("chest pain", "Sign")]),
+]
+TYPES = sorted({label for _, ms in SENTENCES for _, label in ms})
+
+FAMILIES: dict[str, dict[str, Any]] = {
+    "bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+    "distilbert": dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64),
+    "roberta": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=260,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    ),
+    "deberta-v2": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        relative_attention=True,
+        position_biased_input=False,
+        pos_att_type=["p2c", "c2p"],
+        max_relative_positions=-1,
+        position_buckets=32,
+    ),
+    # MPNet's position ids skip its padding id: give it the tiny WordPiece vocabulary's [PAD] (0).
+    "mpnet": dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, pad_token_id=0
+    ),
+}
+
+
+def make_doc(doc_id: str, lines: Sequence[tuple[str, list[tuple[str, str]]]]) -> Document:
+    text = "\n".join(s for s, _ in lines) + "\n"
+    mentions: list[Span] = []
+    offset = 0
+    for sentence, ms in lines:
+        cursor = 0
+        for surface, label in ms:
+            begin = sentence.index(surface, cursor)
+            mentions.append(Span(offset + begin, offset + begin + len(surface), label))
+            cursor = begin + len(surface)
+        offset += len(sentence) + 1
+    return Document(doc_id, text, tuple(sorted(mentions)))
+
+
+def _tokenizer(family: str, corpus: list[str]) -> Any:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if family == "roberta":
+        bpe = Tokenizer(models.BPE())
+        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        bpe.decoder = decoders.ByteLevel()
+        bpe.post_processor = processors.ByteLevel(trim_offsets=True)
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        bpe.train_from_iterator(
+            corpus,
+            trainers.BpeTrainer(
+                vocab_size=200, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            ),
+        )
+        return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+            tokenizer_object=bpe,
+            bos_token="<s>",
+            eos_token="</s>",
+            pad_token="<pad>",
+            unk_token="<unk>",
+            mask_token="<mask>",
+        )
+    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    wp.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=150, special_tokens=specials))
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=wp,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def make_encoder_dir(root: Path, family: str) -> Path:
+    """A local checkpoint folder with a tiny random encoder of ``family`` and its own tokenizer."""
+    from transformers import AutoConfig, AutoModel
+
+    folder = root / f"enc-{family}"
+    if (folder / "config.json").is_file():
+        return folder
+    torch.manual_seed(0)
+    tokenizer = _tokenizer(family, [s for s, _ in SENTENCES] * 3)
+    config = AutoConfig.for_model(family, vocab_size=len(tokenizer), **FAMILIES[family])
+    model = AutoModel.from_config(config)  # type: ignore[no-untyped-call]
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Any:
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine thread hand-offs
+    dominate: one thread is several times faster here. Restored afterwards for other modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("encoders")
+
+
+def overfit(tagger: TransformerTagger, docs: Sequence[Document], steps: int = 120) -> None:
+    """Fit the tiny model on ``docs`` (all windows in one batch) with a high learning rate."""
+    torch.manual_seed(0)
+    data = build_training_data(tagger, docs, 128, pack=True)
+    optim = torch.optim.AdamW(tagger.net.parameters(), lr=3e-3, weight_decay=0.0)
+    tagger.net.train()
+    batch = tagger.collate(data.notes, data.windows, data.tag_ids)
+    for _ in range(steps):
+        _, loss = tagger.net(**batch)
+        assert loss is not None
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    tagger.net.eval()
+
+
+def new_tagger(encoders: Path, family: str, **kw: Any) -> TransformerTagger:
+    torch.manual_seed(0)
+    return TransformerTagger.create(
+        make_encoder_dir(encoders, family), tag_set(TYPES), name="tiny", version="1", **kw
+    ).to("cpu")
+
+
+@pytest.fixture(scope="module")
+def fitted_bert(encoders: Path) -> TransformerTagger:
+    tagger = new_tagger(encoders, "bert")
+    overfit(tagger, [make_doc("d1", SENTENCES)])
+    return tagger
+
+
+def spans(tagger: TransformerTagger, text: str) -> list[Span]:
+    return [e.span for e in tagger.tag([text])[0]]
+
+
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_transformer_overfits_each_family(encoders: Path, family: str) -> None:
+    doc = make_doc("d1", SENTENCES)
+    tagger = new_tagger(encoders, family)
+    before = spans(tagger, doc.text)
+    overfit(tagger, [doc])
+    assert spans(tagger, doc.text) == list(doc.mentions)
+    assert before != list(doc.mentions)  # the untrained model does not get there by chance
+
+
+def test_transformer_softmax_head_overfits(encoders: Path) -> None:
+    # Without "5mg": the tiny vocabulary makes it one piece shared by two words, which only the
+    # CRF's transitions can tag as B- then E-; a softmax head gives both words the same tag.
+    doc = make_doc("d1", [s for s in SENTENCES if "5mg" not in s[0]])
+    tagger = new_tagger(encoders, "bert", head="softmax")
+    assert tagger.net.crf is None
+    overfit(tagger, [doc])
+    entities = tagger.tag([doc.text])[0]
+    assert [e.span for e in entities] == list(doc.mentions)
+    assert all(0.5 < e.score <= 1.0 for e in entities)
+
+
+def test_transformer_crf_scores_are_probabilities(fitted_bert: TransformerTagger) -> None:
+    text = make_doc("d1", SENTENCES).text
+    scores = [e.score for e in fitted_bert.tag([text])[0]]
+    assert scores and all(0.5 < s <= 1.0 for s in scores)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_transformer_save_load_identical(encoders: Path, tmp_path: Path, family: str) -> None:
+    doc = make_doc("d1", SENTENCES)
+    tagger = new_tagger(encoders, family, head="crf" if family == "bert" else "softmax")
+    overfit(tagger, [doc], steps=40)  # partly trained: scores away from 1 make the check sharper
+    tagger.metrics = {"dev": {"strict": {"f1": 0.5}}}
+    out = tagger.save(tmp_path / "artifact")
+    assert {"artifact.json", "config.json", "model.safetensors", "metrics.json", "tokenizer"} <= {
+        p.name for p in out.iterdir()
+    }
+    loaded = load_tagger(out, device="cpu")  # through the kind registry, as the extraction job does
+    assert isinstance(loaded, TransformerTagger)
+    assert loaded.metrics == tagger.metrics
+    texts = [doc.text, "Chest pain and fever.", ""]
+    before, after = tagger.tag(texts), loaded.tag(texts)
+    assert [[e.span for e in r] for r in after] == [[e.span for e in r] for r in before]
+    assert np.allclose([e.score for r in after for e in r], [e.score for r in before for e in r], atol=1e-5)
+
+
+def test_transformer_artifact_config_mismatch_fails_fast(
+    fitted_bert: TransformerTagger, tmp_path: Path
+) -> None:
+    out = fitted_bert.save(tmp_path / "a")
+    config = json.loads((out / "config.json").read_text())
+    config["encoder"]["hidden_size"] = 48
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="do not match"):
+        TransformerTagger.load(out, device="cpu")
+
+    config["encoder"]["hidden_size"] = 32
+    config["tags"] = config["tags"][:-1]
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="tags"):
+        TransformerTagger.load(out, device="cpu")
+
+    config["tags"].append("S-Sign")
+    config["windw"] = 12
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="unknown config keys"):
+        TransformerTagger.load(out, device="cpu")
+
+
+def _context_free(tagger: TransformerTagger) -> None:
+    """Make every piece's encoding independent of its neighbours and position: attention outputs
+    and position embeddings zeroed. Emissions then depend on the word alone, so windowed and
+    one-pass emissions must agree exactly if (and only if) stitching is right."""
+    with torch.no_grad():
+        for name, param in tagger.net.encoder.named_parameters():
+            if "attention.output.dense" in name or "position_embeddings" in name:
+                param.zero_()
+
+
+def _with_window(tagger: TransformerTagger, window: int, stride: int) -> TransformerTagger:
+    from medner_udf.models.transformer import TransformerTaggerNet
+
+    config = dataclasses.replace(tagger.config, window=window, stride=stride)
+    net = TransformerTaggerNet(config)
+    net.load_state_dict(tagger.net.state_dict())
+    return TransformerTagger(tagger.info, net, tagger.tokenizer).to("cpu")
+
+
+def test_transformer_windowed_emissions_equal_one_pass(fitted_bert: TransformerTagger) -> None:
+    one_pass = _with_window(fitted_bert, 256, 128)
+    _context_free(one_pass)
+    windowed = _with_window(one_pass, 12, 5)
+    text = make_doc("d1", SENTENCES).text
+    note = one_pass.encode(text)
+    assert len(note.piece_ids) > 3 * windowed.capacity  # really several windows
+    assert len(windowed.inference_windows([note])) > 3
+    full = one_pass.word_emissions([note])[0]
+    parts = windowed.word_emissions([note], batch_size=3)[0]
+    assert torch.allclose(full, parts, atol=1e-5)
+    assert windowed.tag([text]) == one_pass.tag([text])
+
+
+def test_transformer_offsets_round_trip(fitted_bert: TransformerTagger) -> None:
+    texts = [
+        "Chest pain\r\n\tand  fever — 5mg ≥ 2 µg\x07 x.",
+        "A 45-year-old man had chest pain.\n\nShe denied fever.",
+        "   ",
+        "",
+    ]
+    results = fitted_bert.tag(texts)
+    assert results[2] == [] and results[3] == []
+    assert any(results[:2])
+    for text, entities in zip(texts, results, strict=True):
+        for e in entities:
+            assert text[e.begin : e.end] == e.text
+            assert e.text == e.text.strip() and e.text
+
+
+def test_transformer_encode_maps_words_to_pieces(fitted_bert: TransformerTagger) -> None:
+    text = "Aspirin 5mg \x07 given."
+    note = fitted_bert.encode(text)
+    words = [w.text for w in note.words]
+    assert words == ["Aspirin", "5", "mg", "\x07", "given", "."]
+    first = note.first_piece.tolist()
+    assert first == sorted(first)
+    unk = fitted_bert.tokenizer.unk_token_id
+    # The BERT normaliser drops the control character: it gets an unk piece of its own.
+    assert note.piece_ids[first[3]] == unk and first[3] not in (first[2], first[4])
+    # The tiny vocabulary has "5mg" as one piece spanning two words: both words share it.
+    pieces = fitted_bert.tokenizer.convert_ids_to_tokens(note.piece_ids.tolist())
+    if "5mg" in pieces:
+        assert first[1] == first[2]
+    else:
+        assert first[1] < first[2]
+
+
+def test_transformer_tag_batches_equal_one_at_a_time(fitted_bert: TransformerTagger) -> None:
+    texts = [s for s, _ in SENTENCES] + ["fever", make_doc("d", SENTENCES).text]
+    random.Random(0).shuffle(texts)
+    together = fitted_bert.tag(texts, batch_size=2)
+    alone = [fitted_bert.tag([t])[0] for t in texts]
+    assert [[e.span for e in r] for r in together] == [[e.span for e in r] for r in alone]
+
+
+def test_transformer_tag_rejects_bad_input(fitted_bert: TransformerTagger) -> None:
+    with pytest.raises(TypeError, match="sequence of notes"):
+        fitted_bert.tag("chest pain")
+    with pytest.raises(TypeError, match=r"texts\[1\]"):
+        fitted_bert.tag(["ok", None])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="batch_size"):
+        fitted_bert.tag(["ok"], batch_size=0)
+
+
+def test_transformer_create_needs_a_checkpoint_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
+        TransformerTagger.create(tmp_path, tag_set(TYPES), name="x", version="1")
+
+
+def test_transformer_window_must_fit_the_encoder(encoders: Path) -> None:
+    with pytest.raises(ValueError, match="exceeds"):
+        new_tagger(encoders, "roberta", window=512)
+
+
+def test_transformer_artifact_serves_through_the_extraction_udf(
+    fitted_bert: TransformerTagger, tmp_path: Path
+) -> None:
+    # The extraction job's pandas side, loading the model itself from the artifact path (kind
+    # registry + per-worker cache), exactly as an executor does; no Spark needed.
+    import pandas as pd
+
+    from medner_udf.udf import UdfConfig, note_hash, tag_frame
+
+    out = fitted_bert.save(tmp_path / "served")
+    text = make_doc("d1", SENTENCES).text
+    rows = [("a", text), ("b", " \n "), ("c", "She denied fever.")]
+    frame = pd.DataFrame(
+        {
+            "record_id": [r for r, _ in rows],
+            "text": [t for _, t in rows],
+            "note_hash": [note_hash(t) for _, t in rows],
+            "action": ["tag"] * 3,
+            "n_rows": [1] * 3,
+        }
+    )
+    cfg = UdfConfig(artifact=str(out), model_name="tiny", model_version="1", batch_size=2)
+    tagged = tag_frame(frame, cfg)
+    assert list(tagged.status) == ["ok", "empty", "ok"]
+    expected = fitted_bert.tag([t for _, t in rows])
+    for (_, note), got, want in zip(rows, tagged.entities, expected, strict=True):
+        assert [(e["begin"], e["end"], e["label"]) for e in got] == [(e.begin, e.end, e.label) for e in want]
+        assert all(note[e["begin"] : e["end"]] == e["text"] for e in got)
+    assert tagged.entities[0]  # the fitted model finds the mentions of its training note

@@ -138,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
 
     print(
-        "\n| model | dev strict F1 | test strict F1 | test relaxed F1 | test macro F1 | min to best dev | tokens/s/core |"
+        "\n| model | dev strict F1 | test strict F1 | test relaxed F1 | test macro F1 | min to best dev | best epoch of epochs run | tokens/s/core |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in (("BiLSTM-CNN-CRF", runs), ("feature CRF", results.get("feature_crf"))):
         if not r:
             continue

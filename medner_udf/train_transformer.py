@@ -35,8 +35,8 @@ from medner_udf.models.transformer import HEADS, SCOPES
 from medner_udf.scheme import OUTSIDE, tag_set
 from medner_udf.scoring import score_spans
 from medner_udf.settings import corpus_path
+from medner_udf.train import gold_spans, predict_spans, seed_everything
 from medner_udf.transformer_tagger import EncodedNote, IntArray, TransformerTagger, Window
-from medner_udf.types import Span
 
 log = logging.getLogger(__name__)
 
@@ -110,21 +110,6 @@ class TransformerTrainResult:
     tagger: TransformerTagger
     artifact_dir: Path
     metrics: dict[str, Any]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def gold_spans(docs: Sequence[Document]) -> dict[str, list[Span]]:
-    return {d.doc_id: list(d.mentions) for d in docs}
-
-
-def predict_spans(tagger: TransformerTagger, docs: Sequence[Document]) -> dict[str, list[Span]]:
-    entities = tagger.tag([d.text for d in docs])
-    return {d.doc_id: [e.span for e in ents] for d, ents in zip(docs, entities, strict=True)}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     env.setdefault("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
     cmd = [
-        str(spark_submit), "--master", "local[2]", "--driver-memory", "2g",
+        str(spark_submit), "--master", "local[2]", "--driver-memory", "2g", "--conf", "spark.log.level=WARN",
         str(REPO_ROOT / "jobs" / "extract.py"),
         "--input", str(notes), "--output", str(warehouse), "--model", str(model),
         "--output-format", "delta",

@@ -34,9 +34,9 @@ from medner_udf.corpus import read_corpus
 from medner_udf.scoring import score_spans
 from medner_udf.settings import load_settings
 from medner_udf.text import tokenize
+from medner_udf.train import gold_spans
 from medner_udf.train_transformer import (
     TransformerTrainSettings,
-    gold_spans,
     train_transformer,
 )
 from medner_udf.transformer_tagger import TransformerTagger

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,18 +81,24 @@ def main(argv: list[str] | None = None) -> int:
     n = write_notes_table(corpus, notes)
     log.info("notes table: %d records at %s", n, notes)
 
-    bin_dir = Path(sys.executable).parent
-    spark_submit = bin_dir / "spark-submit"
-    env = dict(os.environ)
-    env.setdefault("PYSPARK_PYTHON", sys.executable)
-    env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    env.setdefault("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
-    cmd = [
-        str(spark_submit), "--master", "local[2]", "--driver-memory", "2g", "--conf", "spark.log.level=WARN",
-        str(REPO_ROOT / "jobs" / "extract.py"),
-        "--input", str(notes), "--output", str(warehouse), "--model", str(model),
-        "--output-format", "delta",
-    ]  # fmt: skip
+    from medner_udf.spark import spark_submit_command, submit_environment
+
+    cmd = spark_submit_command(
+        REPO_ROOT / "jobs" / "extract.py",
+        [
+            "--input",
+            str(notes),
+            "--output",
+            str(warehouse),
+            "--model",
+            str(model),
+            "--output-format",
+            "delta",
+        ],
+        master="local[2]",
+        conf={"spark.driver.memory": "2g", "spark.log.level": "WARN"},
+    )
+    env = submit_environment()
     log.info("running: spark-submit jobs/extract.py ... (model %s)", model.name)
     subprocess.run(cmd, check=True, env=env, cwd=REPO_ROOT)
 

@@ -23,9 +23,9 @@ from medner_udf.artifact import (
     write_info,
     write_json,
 )
-from medner_udf.decoding import entities_from_path, sort_entities, token_segments
+from medner_udf.decoding import entities_from_path, sort_entities
 from medner_udf.models.bilstm_cnn_crf import UNK, BiLstmCnnCrf, BiLstmCnnCrfConfig
-from medner_udf.scheme import allowed_transitions
+from medner_udf.scheme import allowed_transitions, tags_to_token_spans
 from medner_udf.tagger import Tagger, default_device
 from medner_udf.text import DEFAULT_MAX_SEGMENT_TOKENS, segment
 from medner_udf.types import Entity, Token
@@ -233,7 +233,7 @@ class BiLstmCnnCrfTagger(Tagger):
             enc = self.encode(batch_segments).to(device)
             emissions, _ = self.model(enc.words, enc.tuned, enc.chars, enc.mask)
             paths = self.model.crf.decode(emissions, enc.mask)
-            spans = [token_segments([self.info.tags[t] for t in p]) for p in paths]
+            spans = [tags_to_token_spans([self.info.tags[t] for t in p]) for p in paths]
             ranges = [[(a, b) for a, b, _ in s] for s in spans]
             if any(ranges):
                 scores = self.model.crf.segment_probabilities(emissions, enc.mask, paths, ranges)

@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from medner_udf.cli_extract import extract as extract_cmd
+from medner_udf.cli_extract import sql as sql_cmd
 from medner_udf.settings import CONF_DIR, corpus_path, load_settings, parse_overrides
 
 
@@ -190,18 +192,8 @@ def evaluate_cmd(
     click.echo(f"report written to {out}")
 
 
-def _attach_optional_commands() -> None:
-    """Commands that live in their own modules (the Spark job's), attached when present."""
-    try:
-        from medner_udf.cli_extract import extract as extract_cmd
-        from medner_udf.cli_extract import sql as sql_cmd
-    except ImportError:  # pragma: no cover - only while the module is being written
-        return
-    main.add_command(extract_cmd)
-    main.add_command(sql_cmd)
-
-
-_attach_optional_commands()
+main.add_command(extract_cmd)
+main.add_command(sql_cmd)
 
 if __name__ == "__main__":
     main()

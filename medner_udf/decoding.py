@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from medner_udf.scheme import tags_to_token_spans
 from medner_udf.types import Entity, Token
-
-
-def token_segments(tag_names: Sequence[str]) -> list[tuple[int, int, str]]:
-    """(first, last + 1, type) token ranges of the mentions in a tag path."""
-    return tags_to_token_spans(tag_names)
 
 
 def entities_from_path(
@@ -19,7 +13,7 @@ def entities_from_path(
     segments: Sequence[tuple[int, int, str]],
     scores: Sequence[float],
 ) -> list[Entity]:
-    """Entities for token ranges ``segments`` (as from ``token_segments``) with their ``scores``.
+    """Entities for token ranges ``segments`` (as from ``scheme.tags_to_token_spans``) with their ``scores``.
 
     Offsets come from the tokens, which are slices of ``text``, so ``text[begin:end]`` is the
     entity's text by construction.

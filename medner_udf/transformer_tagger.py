@@ -44,8 +44,9 @@ from medner_udf.artifact import (
     write_info,
     write_json,
 )
-from medner_udf.decoding import entities_from_path, sort_entities, token_segments
+from medner_udf.decoding import entities_from_path, sort_entities
 from medner_udf.models.transformer import TransformerConfig, TransformerTaggerNet
+from medner_udf.scheme import tags_to_token_spans
 from medner_udf.tagger import Tagger, default_device
 from medner_udf.text import segment, tokenize
 from medner_udf.types import Entity, Token
@@ -396,7 +397,7 @@ class TransformerTagger(Tagger):
                 mask[b, : len(notes[i].words)] = True
             padded, mask = padded.to(device), mask.to(device)
             paths = self.net.decode(padded, mask)
-            spans = [token_segments([tags[t] for t in path]) for path in paths]
+            spans = [tags_to_token_spans([tags[t] for t in path]) for path in paths]
             scores = self.net.segment_scores(
                 padded, mask, paths, [[(f, last) for f, last, _ in s] for s in spans]
             )

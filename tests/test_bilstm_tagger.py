@@ -169,3 +169,25 @@ def test_bilstm_vocabulary_mismatch_fails_fast(trained: BiLstmCnnCrfTagger, tmp_
 def test_bilstm_rejects_non_string_input(trained: BiLstmCnnCrfTagger) -> None:
     with pytest.raises(TypeError, match=r"texts\[1\] is NoneType"):
         trained.tag(["fine", None])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_bilstm_layer_matches_packed_bidirectional_lstm(layers: int) -> None:
+    """The unpacked BiLstm computes exactly what nn.LSTM(bidirectional=True) computes on a
+    PackedSequence (the layout of earlier artifacts, whose weights it loads under their old names),
+    on every real step of a batch of unequal lengths."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from medner_udf.models.bilstm_cnn_crf import BiLstm
+
+    torch.manual_seed(layers)
+    ref = torch.nn.LSTM(7, 5, num_layers=layers, batch_first=True, bidirectional=True).eval()
+    new = BiLstm(7, 5, layers, dropout=0.3).eval()
+    new.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(3, 6, 7)
+    lengths = torch.tensor([6, 2, 4])
+    mask = torch.arange(6)[None] < lengths[:, None]
+    packed, _ = ref(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+    want, _ = pad_packed_sequence(packed, batch_first=True, total_length=6)
+    got = new(x, mask)
+    torch.testing.assert_close(got[mask], want[mask], atol=1e-6, rtol=1e-5)

@@ -190,3 +190,62 @@ def test_crf_constrained_viterbi_matches_brute_force(seed: int) -> None:
     for b, length in enumerate(lengths):
         scores = _all_scores(crf, emissions[b, :length])
         assert tuple(paths[b]) == max(scores, key=lambda p: scores[p])
+
+
+def _brute_log_z(crf: CRF, emissions: torch.Tensor) -> torch.Tensor:
+    """log Z of one unpadded sequence by enumeration, differentiable (autograd reference)."""
+    start = crf.start_transitions + crf.start_penalty
+    trans = crf.transitions + crf.transition_penalty
+    end = crf.end_transitions + crf.end_penalty
+    scores = []
+    for path in itertools.product(range(emissions.shape[1]), repeat=emissions.shape[0]):
+        s = start[path[0]] + emissions[0, path[0]]
+        for t in range(1, len(path)):
+            s = s + trans[path[t - 1], path[t]] + emissions[t, path[t]]
+        scores.append(s + end[path[-1]])
+    return torch.logsumexp(torch.stack(scores), dim=0)
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_crf_closed_form_gradients_match_autograd_of_brute_force(constrained: bool) -> None:
+    """The likelihood's hand-written backward (marginals) equals autograd through enumeration,
+    for emissions and all three transition tables, with padding in the batch."""
+    allowed = None
+    n = NUM_TAGS
+    if constrained:
+        tags = tag_set(["A", "B"])  # O + 4 x 2 BIOES tags = 9
+        allowed = allowed_transitions(tags)
+        n = len(tags)
+    lengths = [SEQ_LEN, 2, 1]
+    emissions, mask = _batch(7, lengths, n)
+    gen = torch.Generator().manual_seed(8)
+    gold = torch.randint(0, n, (len(lengths), SEQ_LEN), generator=gen)
+    weights = torch.tensor([1.0, -0.5, 2.0])  # a non-uniform upstream gradient per sequence
+
+    crf = _crf(5, allowed, n)
+    em = emissions.clone().requires_grad_(True)
+    (crf(em, gold, mask, reduction="none") * weights).sum().backward()
+    got = [em.grad, crf.start_transitions.grad, crf.transitions.grad, crf.end_transitions.grad]
+
+    ref_crf = _crf(5, allowed, n)
+    ref_em = emissions.clone().requires_grad_(True)
+    total = torch.zeros(())
+    for b, length in enumerate(lengths):
+        path = [int(x) for x in gold[b, :length]]
+        start = ref_crf.start_transitions + ref_crf.start_penalty
+        trans = ref_crf.transitions + ref_crf.transition_penalty
+        end = ref_crf.end_transitions + ref_crf.end_penalty
+        score = start[path[0]] + ref_em[b, 0, path[0]] + end[path[-1]]
+        for t in range(1, length):
+            score = score + trans[path[t - 1], path[t]] + ref_em[b, t, path[t]]
+        total = total + weights[b] * (score - _brute_log_z(ref_crf, ref_em[b, :length]))
+    total.backward()
+    want = [
+        ref_em.grad,
+        ref_crf.start_transitions.grad,
+        ref_crf.transitions.grad,
+        ref_crf.end_transitions.grad,
+    ]
+    for g, w in zip(got, want, strict=True):
+        assert g is not None and w is not None
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)

@@ -14,6 +14,8 @@ Masks must be left-aligned (every sequence's tokens first, padding after) with t
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -107,7 +109,9 @@ class CRF(nn.Module):
         mask = mask.bool()
         self._validate(emissions, mask, tags)
         numerator = self._path_score(emissions, tags, mask)  # shape: (batch,)
-        denominator = self._log_partition(emissions, mask)  # shape: (batch,)
+        denominator: Tensor = _LogPartition.apply(  # type: ignore[no-untyped-call]
+            emissions, mask, self._start(), self._trans(), self._end()
+        )
         llh = numerator - denominator  # shape: (batch,)
         if reduction == "none":
             return llh
@@ -118,50 +122,23 @@ class CRF(nn.Module):
         return llh.sum() / mask.sum()
 
     def _path_score(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
-        batch, seq_len, _ = emissions.shape
-        trans = self._trans()
+        batch = emissions.size(0)
+        maskf = mask.to(emissions.dtype)
         ar = torch.arange(batch, device=emissions.device)
-        score = self._start()[tags[:, 0]] + emissions[ar, 0, tags[:, 0]]  # shape: (batch,)
-        for t in range(1, seq_len):
-            step = trans[tags[:, t - 1], tags[:, t]] + emissions[ar, t, tags[:, t]]  # shape: (batch,)
-            score = score + step * mask[:, t]
+        # shape: (batch, seq_len): each step's emission score of its gold tag, padding zeroed
+        emitted = emissions.gather(2, tags.unsqueeze(2)).squeeze(2) * maskf
+        moves = self._trans()[tags[:, :-1], tags[:, 1:]] * maskf[:, 1:]  # shape: (batch, seq_len - 1)
         lengths = mask.sum(dim=1)  # shape: (batch,)
         last_tags = tags[ar, lengths - 1]  # shape: (batch,)
-        return score + self._end()[last_tags]
+        return self._start()[tags[:, 0]] + emitted.sum(1) + moves.sum(1) + self._end()[last_tags]
 
     def _alphas(self, emissions: Tensor, mask: Tensor) -> Tensor:
         """Forward log-scores; alphas[b, t, j] = log sum over paths ending in tag j at t."""
-        seq_len = emissions.size(1)
-        trans = self._trans()
-        alpha = self._start() + emissions[:, 0]  # shape: (batch, num_tags)
-        alphas = [alpha]
-        for t in range(1, seq_len):
-            nxt = _log_matmul_exp(alpha, trans) + emissions[:, t]  # shape: (batch, num_tags_to)
-            alpha = torch.where(mask[:, t : t + 1], nxt, alpha)
-            alphas.append(alpha)
-        return torch.stack(alphas, dim=1)  # shape: (batch, seq_len, num_tags)
+        return _alphas(emissions, mask, self._start(), self._trans())
 
     def _betas(self, emissions: Tensor, mask: Tensor) -> Tensor:
         """Backward log-scores; betas[b, t, i] = log sum over continuations from tag i at t."""
-        seq_len = emissions.size(1)
-        trans = self._trans()
-        trans_t = trans.t()
-        end = self._end().expand(emissions.size(0), -1)  # shape: (batch, num_tags)
-        beta = end
-        betas = [beta]
-        for t in range(seq_len - 2, -1, -1):
-            # shape: (batch, num_tags_to) x (num_tags_to, num_tags_from) -> (batch, num_tags_from)
-            nxt = _log_matmul_exp(emissions[:, t + 1] + beta, trans_t)
-            # Where t + 1 is padding, t is the last real step: its continuation is just the end score.
-            beta = torch.where(mask[:, t + 1 : t + 2], nxt, end)
-            betas.append(beta)
-        betas.reverse()
-        return torch.stack(betas, dim=1)  # shape: (batch, seq_len, num_tags)
-
-    def _log_partition(self, emissions: Tensor, mask: Tensor) -> Tensor:
-        # Alphas carry over padding, so the last column is each sequence's final alpha.
-        alpha_last = self._alphas(emissions, mask)[:, -1]  # shape: (batch, num_tags)
-        return torch.logsumexp(alpha_last + self._end(), dim=1)  # shape: (batch,)
+        return _betas(emissions, mask, self._trans(), self._end())
 
     # ----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -271,6 +248,94 @@ class CRF(nn.Module):
         return out
 
 
+class _LogPartition(torch.autograd.Function):
+    """log Z of each sequence, with its gradient in closed form.
+
+    The gradient of log Z is the expected feature count: the unary marginals for the emissions and
+    the start/end scores, the summed pairwise marginals for the transitions. Computing them with one
+    backward recursion is several times faster on a CPU than letting autograd replay the forward
+    loop step by step (which records ~10 small ops per time step and accumulates a tags x tags
+    gradient at each one).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor
+    ) -> Tensor:
+        alphas = _alphas(emissions.detach(), mask, start.detach(), trans.detach())
+        log_z = torch.logsumexp(alphas[:, -1] + end.detach(), dim=1)  # shape: (batch,)
+        ctx.save_for_backward(emissions.detach(), mask, trans.detach(), end.detach(), alphas, log_z)
+        return log_z
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad: Tensor
+    ) -> tuple[Tensor, None, Tensor, Tensor, Tensor]:
+        emissions, mask, trans, end, alphas, log_z = ctx.saved_tensors
+        betas = _betas(emissions, mask, trans, end)
+        # shape: (batch, seq_len, tags): P(y_t = j), zero on padding, scaled by the incoming gradient
+        unary = torch.exp(alphas + betas - log_z[:, None, None]) * grad[:, None, None]
+        unary = torch.where(mask[:, :, None], unary, 0.0)
+        lengths = mask.sum(dim=1)
+        ar = torch.arange(emissions.size(0), device=emissions.device)
+        grad_start = unary[:, 0].sum(0)
+        grad_end = unary[ar, lengths - 1].sum(0)
+        # Pairwise: P(y_t-1 = i, y_t = j) = exp(alpha[t-1, i] + trans[i, j] + e[t, j] + beta[t, j] - log Z),
+        # summed over batch and steps as one matrix product of row-scaled factors. float64, because
+        # the row scale exp(max alpha + max(e + beta) - log Z) can exceed float32's range when the
+        # two maxima sit on tags that no allowed move joins.
+        if emissions.size(1) > 1:
+            left = alphas[:, :-1].double()
+            right = (emissions[:, 1:] + betas[:, 1:]).double()
+            left_max = left.max(dim=2, keepdim=True).values
+            right_max = right.max(dim=2, keepdim=True).values
+            trans_max = trans.max().double()
+            scale = torch.exp(left_max + right_max + trans_max - log_z.double()[:, None, None])
+            scale = torch.where(mask[:, 1:, None], scale * grad.double()[:, None, None], 0.0)
+            a = torch.exp(left - left_max).reshape(-1, left.size(2))
+            c = (torch.exp(right - right_max) * scale).reshape(-1, right.size(2))
+            grad_trans = ((a.t() @ c) * torch.exp(trans.double() - trans_max)).to(trans.dtype)
+        else:
+            grad_trans = torch.zeros_like(trans)
+        return unary, None, grad_start, grad_trans, grad_end
+
+
+def _alphas(emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor) -> Tensor:
+    """Forward log-scores, shape (batch, seq_len, tags); carried unchanged over padding."""
+    seq_len = emissions.size(1)
+    exp_trans, trans_max = _exp_shifted(trans)
+    alpha = start + emissions[:, 0]  # shape: (batch, num_tags)
+    alphas = [alpha]
+    for t in range(1, seq_len):
+        nxt = _log_matmul_exp(alpha, exp_trans, trans_max) + emissions[:, t]  # shape: (batch, tags_to)
+        alpha = torch.where(mask[:, t : t + 1], nxt, alpha)
+        alphas.append(alpha)
+    return torch.stack(alphas, dim=1)
+
+
+def _betas(emissions: Tensor, mask: Tensor, trans: Tensor, end: Tensor) -> Tensor:
+    """Backward log-scores, shape (batch, seq_len, tags); at a sequence's last step, the end score."""
+    seq_len = emissions.size(1)
+    exp_trans_t, trans_max = _exp_shifted(trans.t())
+    end = end.expand(emissions.size(0), -1)  # shape: (batch, num_tags)
+    beta = end
+    betas = [beta]
+    for t in range(seq_len - 2, -1, -1):
+        # shape: (batch, num_tags_to) x (num_tags_to, num_tags_from) -> (batch, num_tags_from)
+        nxt = _log_matmul_exp(emissions[:, t + 1] + beta, exp_trans_t, trans_max)
+        # Where t + 1 is padding, t is the last real step: its continuation is just the end score.
+        beta = torch.where(mask[:, t + 1 : t + 2], nxt, end)
+        betas.append(beta)
+    betas.reverse()
+    return torch.stack(betas, dim=1)
+
+
+def _exp_shifted(trans: Tensor) -> tuple[Tensor, Tensor]:
+    """(exp(trans - max), max): computed once per recursion, not once per step."""
+    trans_max = trans.max()
+    return torch.exp(trans - trans_max), trans_max
+
+
 def _viterbi_buckets(trans_ok: npt.NDArray[np.bool_]) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
     """Group target tags by how many source tags may precede them, for a sparse Viterbi step.
 
@@ -299,17 +364,17 @@ def _viterbi_buckets(trans_ok: npt.NDArray[np.bool_]) -> tuple[list[tuple[Tensor
     return buckets, inverse
 
 
-def _log_matmul_exp(scores: Tensor, trans: Tensor) -> Tensor:
+def _log_matmul_exp(scores: Tensor, exp_trans: Tensor, trans_max: Tensor) -> Tensor:
     """log(exp(scores) @ exp(trans)), i.e. logsumexp_i(scores[b, i] + trans[i, j]), as one matmul.
 
-    scores: (batch, n), trans: (n, m) -> (batch, m). Shifting by the maxima keeps exp() in range; the
-    broadcast logsumexp it replaces is ~20x slower on a CPU with 165 BIOES tags. A column reachable
-    only through forbidden moves sums to exactly 0; the clamp turns its log into a large negative
-    number (about -69 below the row maximum) instead of -inf, which would make gradients NaN.
+    scores: (batch, n); exp_trans = exp(trans - trans_max), (n, m) -> (batch, m). Shifting by the
+    maxima keeps exp() in range; the broadcast logsumexp it replaces is ~20x slower on a CPU with 165
+    BIOES tags. A column reachable only through forbidden moves sums to exactly 0; the clamp turns
+    its log into a large negative number (about -69 below the row maximum) instead of -inf, which
+    would make gradients NaN.
     """
     score_max = scores.max(dim=1, keepdim=True).values  # shape: (batch, 1)
-    trans_max = trans.max()
-    summed = torch.exp(scores - score_max) @ torch.exp(trans - trans_max)  # shape: (batch, m)
+    summed = torch.exp(scores - score_max) @ exp_trans  # shape: (batch, m)
     return torch.log(summed.clamp_min(1e-30)) + score_max + trans_max
 
 

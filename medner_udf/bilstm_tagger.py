@@ -117,15 +117,20 @@ class BiLstmCnnCrfTagger(Tagger):
         glove_vectors: npt.NDArray[np.float32],
         config_overrides: dict[str, object] | None = None,
         min_char_count: int = 1,
+        glove_limit: int | None = None,
     ) -> BiLstmCnnCrfTagger:
-        """A fresh (untrained) tagger with vocabularies from the training tokens and GloVe."""
+        """A fresh (untrained) tagger with vocabularies from the training tokens and GloVe.
+
+        ``glove_words``/``glove_vectors`` are the whole GloVe table in its frequency order; the
+        artifact carries its first ``glove_limit`` rows (all when None) plus the row of every
+        training word GloVe knows beyond that cut, so no training word loses its vector.
+        """
         word_counts = Counter(word_key(t.text) for toks in train_tokens for t in toks)
         char_counts = Counter(ch for toks in train_tokens for t in toks for ch in t.text)
         glove_index = {w: i for i, w in enumerate(glove_words)}
-        # Pretrained table: all given GloVe rows (already cut to the requested size) plus any training
-        # word GloVe knows beyond that cut, so no training word loses its vector.
-        extra = sorted(w for w in word_counts if w in glove_index and glove_index[w] >= len(glove_words))
-        pretrained_words = list(glove_words) + extra
+        cut = len(glove_words) if glove_limit is None else min(glove_limit, len(glove_words))
+        extra = sorted(w for w in word_counts if w in glove_index and glove_index[w] >= cut)
+        pretrained_words = list(glove_words[:cut]) + extra
         words = Vocabulary(pretrained_words)
         tuned = Vocabulary(sorted(word_counts))
         chars = Vocabulary(sorted(c for c, n in char_counts.items() if n >= min_char_count))
@@ -139,9 +144,9 @@ class BiLstmCnnCrfTagger(Tagger):
         )
         model = BiLstmCnnCrf(config, allowed_transitions(tags))
         table = np.zeros((len(words), config.word_dim), dtype=np.float32)
-        table[2 : 2 + len(glove_words)] = glove_vectors[: len(glove_words)]
+        table[2 : 2 + cut] = glove_vectors[:cut]
         for i, w in enumerate(extra):
-            table[2 + len(glove_words) + i] = glove_vectors[glove_index[w]]
+            table[2 + cut + i] = glove_vectors[glove_index[w]]
         model.set_pretrained(torch.from_numpy(table))
         info = ArtifactInfo(kind=KIND, name=name, version=version, tags=list(tags))
         return cls(info, model, words, tuned, chars)

@@ -135,7 +135,7 @@ def train_bilstm(settings: TrainSettings, show_progress: bool = True) -> TrainRe
         flat_report.n_mentions, 100 * flat_report.dropped_fraction,
     )  # fmt: skip
 
-    glove_words, glove_vectors = load_glove(settings.glove_words)
+    glove_words, glove_vectors = load_glove()  # all rows; the artifact keeps what create() picks
     version = settings.version or new_version()
     tagger = BiLstmCnnCrfTagger.create(
         settings.name,
@@ -152,6 +152,7 @@ def train_bilstm(settings: TrainSettings, show_progress: bool = True) -> TrainRe
             "lstm_layers": settings.lstm_layers,
             "dropout": settings.dropout,
         },
+        glove_limit=settings.glove_words,
     )
     tagger.max_segment_tokens = settings.max_segment_tokens
     tagger.pack_lines = settings.pack_lines

@@ -191,3 +191,21 @@ def test_bilstm_layer_matches_packed_bidirectional_lstm(layers: int) -> None:
     want, _ = pad_packed_sequence(packed, batch_first=True, total_length=6)
     got = new(x, mask)
     torch.testing.assert_close(got[mask], want[mask], atol=1e-6, rtol=1e-5)
+
+
+def test_bilstm_training_words_beyond_the_glove_cut_keep_their_vectors() -> None:
+    """The artifact keeps the first ``glove_limit`` GloVe rows plus every training word GloVe knows
+    further down the list, with that word's own vector; rarer GloVe words that are not training
+    words stay out."""
+    words, vectors = _fake_glove()  # the, man, pain, chest, of, aspirin, daily, mass, unseen
+    sentences, _ = to_sentences(DOCS)
+    tags = tag_set(sorted({m.label for d in DOCS for m in d.mentions}))
+    tagger = BiLstmCnnCrfTagger.create(
+        "m", "v", tags, [s.tokens for s in sentences], words, vectors, glove_limit=3
+    )
+    table = tagger.model.pretrained.weight.detach().numpy()
+    for word in ("the", "man", "pain", "aspirin", "daily", "mass", "chest", "of"):
+        row = tagger.words.get(word)
+        assert row > 1, word
+        np.testing.assert_allclose(table[row], vectors[words.index(word)])
+    assert tagger.words.get("unseen") == 1  # beyond the cut and not a training word

@@ -33,9 +33,13 @@ class FlattenReport:
 
 
 def to_sentences(
-    docs: Sequence[Document], max_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS, pack: bool = False
+    docs: Sequence[Document],
+    max_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS,
+    pack: bool = False,
+    overlap_policy: str = "longest",
 ) -> tuple[list[Sentence], FlattenReport]:
-    """Segment every document as the taggers do at inference, and tag it from flattened mentions.
+    """Segment every document as the taggers do at inference, and tag it from flattened mentions
+    (``overlap_policy``: see ``medner_udf.scheme.flatten``).
 
     Mentions that cross a segment boundary (5 in MACCROBAT cross a line break) are tagged on the
     part inside each segment, as the tagger would see them; scoring is still against the gold spans.
@@ -44,7 +48,7 @@ def to_sentences(
     dropped_by_type: dict[str, int] = {}
     n_mentions = n_dropped = n_docs = 0
     for doc in docs:
-        flat = flatten(doc.mentions)
+        flat = flatten(doc.mentions, overlap_policy)
         n_mentions += len(doc.mentions)
         n_dropped += len(flat.dropped)
         n_docs += bool(flat.dropped)

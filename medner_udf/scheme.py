@@ -48,9 +48,23 @@ class Flattened:
     dropped: list[Span]
 
 
-def flatten(mentions: Sequence[Span]) -> Flattened:
-    """Reduce mentions to a non-overlapping subset, longest first (the policy in the module doc)."""
-    order = sorted(mentions, key=lambda s: (-(s.end - s.begin), s.begin, s.label))
+OVERLAP_POLICIES = ("longest", "most")
+
+
+def flatten(mentions: Sequence[Span], policy: str = "longest") -> Flattened:
+    """Reduce mentions to a non-overlapping subset.
+
+    ``longest`` (the module doc's policy): longest mention first, then whatever does not overlap.
+    ``most``: the largest possible number of mentions (interval scheduling: earliest end first, and
+    of two mentions ending together the shorter), so an outer mention that wraps several inner ones
+    ("history of [hypertension] and [diabetes]") gives way to them.
+    """
+    if policy == "longest":
+        order = sorted(mentions, key=lambda s: (-(s.end - s.begin), s.begin, s.label))
+    elif policy == "most":
+        order = sorted(mentions, key=lambda s: (s.end, -s.begin, s.label))
+    else:
+        raise ValueError(f"overlap policy must be one of {OVERLAP_POLICIES}, got {policy!r}")
     kept: list[Span] = []
     dropped: list[Span] = []
     for span in order:

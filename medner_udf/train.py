@@ -26,7 +26,7 @@ from medner_udf.bilstm_tagger import BiLstmCnnCrfTagger
 from medner_udf.corpus import Document, read_corpus
 from medner_udf.dataset import Sentence, to_sentences
 from medner_udf.glove import load_glove
-from medner_udf.scheme import tag_set
+from medner_udf.scheme import OVERLAP_POLICIES, tag_set
 from medner_udf.scoring import score_spans
 from medner_udf.settings import corpus_path
 from medner_udf.tagger import Tagger
@@ -62,8 +62,10 @@ class TrainSettings:
     lstm_layers: int = 1
     dropout: float = 0.35
     word_dropout: float = 0.05
+    ema_decay: float = 0.0  # > 0: score dev with, and keep, an exponential moving average of the weights
     max_segment_tokens: int = 128
     pack_lines: bool = True  # join consecutive lines up to max_segment_tokens (cross-sentence context)
+    overlap_policy: str = "longest"  # how nested gold mentions are flattened for training (scheme.flatten)
     train_docs: int | None = None  # first N train documents only (quick runs, tests)
     dev_docs: int | None = None
     evaluate_test: bool = True
@@ -78,6 +80,10 @@ class TrainSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.overlap_policy not in OVERLAP_POLICIES:
+            raise ValueError(f"overlap_policy must be one of {OVERLAP_POLICIES}, got {self.overlap_policy!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,32 @@ def gold_spans(docs: Sequence[Document]) -> dict[str, list[Any]]:
 def predict_spans(tagger: Tagger, docs: Sequence[Document]) -> dict[str, list[Any]]:
     entities = tagger.tag([d.text for d in docs])
     return {d.doc_id: [e.span for e in ents] for d, ents in zip(docs, entities, strict=True)}
+
+
+class WeightAverage:
+    """An exponential moving average of parameters (Polyak averaging), with the usual warm-up
+    ``min(decay, (1 + n) / (10 + n))`` so early averages are not dominated by the random init.
+    ``swap()`` exchanges the live and averaged weights in place (call it twice to go back)."""
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], decay: float) -> None:
+        self.params = list(params)
+        self.decay = decay
+        self.average = [p.detach().clone() for p in self.params]
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for avg, p in zip(self.average, self.params, strict=True):
+            avg.lerp_(p.detach(), 1.0 - decay)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        for avg, p in zip(self.average, self.params, strict=True):
+            tmp = p.detach().clone()
+            p.copy_(avg)
+            avg.copy_(tmp)
 
 
 def _batches(sentences: list[Sentence], size: int, rng: random.Random) -> list[list[Sentence]]:
@@ -125,7 +157,9 @@ def train_bilstm(settings: TrainSettings, show_progress: bool = True) -> TrainRe
     dev_docs = read_corpus(root, "dev")[: settings.dev_docs]
     if not train_docs or not dev_docs:
         raise ValueError(f"need train and dev documents; got {len(train_docs)} and {len(dev_docs)}")
-    train_sents, flat_report = to_sentences(train_docs, settings.max_segment_tokens, settings.pack_lines)
+    train_sents, flat_report = to_sentences(
+        train_docs, settings.max_segment_tokens, settings.pack_lines, settings.overlap_policy
+    )
     train_sents = [s for s in train_sents if s.tokens]
     entity_types = sorted({m.label for d in train_docs for m in d.mentions})
     tags = tag_set(entity_types)
@@ -175,6 +209,7 @@ def train_bilstm(settings: TrainSettings, show_progress: bool = True) -> TrainRe
     started = time.monotonic()
     stop_reason = "max epochs"
     n_train_tokens = sum(len(s.tokens) for s in train_sents)
+    ema = WeightAverage(params, settings.ema_decay) if settings.ema_decay > 0 else None
     for epoch in range(1, settings.epochs + 1):
         if settings.optimizer == "sgd":
             for group in optimizer.param_groups:
@@ -194,9 +229,13 @@ def train_bilstm(settings: TrainSettings, show_progress: bool = True) -> TrainRe
             if settings.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
             optimizer.step()
+            if ema is not None:
+                ema.update()
             total_loss += loss.item() * len(batch)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         train_seconds = time.monotonic() - epoch_start
+        if ema is not None:
+            ema.swap()  # score (and, if best, keep) the averaged weights
         dev_scores = score_spans(dev_gold, predict_spans(tagger, dev_docs))
         record = {
             "epoch": epoch,
@@ -212,8 +251,11 @@ def train_bilstm(settings: TrainSettings, show_progress: bool = True) -> TrainRe
         if improved:
             best_f1, best_epoch = dev_scores.strict.f1, epoch
             best_state = copy.deepcopy(model.state_dict())
-        elif (
-            settings.optimizer == "adam"
+        if ema is not None:
+            ema.swap()  # back to the raw weights to go on training
+        if (
+            not improved
+            and settings.optimizer == "adam"
             and settings.lr_halve_after > 0
             and (epoch - best_epoch) % settings.lr_halve_after == 0
         ):

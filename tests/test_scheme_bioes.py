@@ -144,3 +144,39 @@ def test_to_sentences_drop_report_on_real_corpus(corpus_docs: list[Document]) ->
     assert report.n_docs_affected == 106
     assert sum(report.dropped_by_type.values()) == 478
     assert all(len(s.tokens) <= 128 and len(s.tokens) == len(s.tags) for s in sentences)
+
+
+def test_flatten_most_keeps_the_inner_mentions_of_a_wrapping_one() -> None:
+    outer = Span(0, 40, "History")
+    inner = [Span(11, 23, "Disease_disorder"), Span(28, 36, "Disease_disorder")]
+    flat = flatten([outer, *inner], policy="most")
+    assert flat.kept == inner and flat.dropped == [outer]
+    assert flatten([outer, *inner]).kept == [outer]  # the default policy keeps the outer one
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 20), st.integers(1, 6), st.sampled_from("AB")), min_size=0, max_size=8)
+)
+def test_flatten_most_keeps_as_many_mentions_as_any_non_overlapping_subset(
+    raw: list[tuple[int, int, str]],
+) -> None:
+    spans = sorted({Span(b, b + n, label) for b, n, label in raw})
+    flat = flatten(spans, policy="most")
+    assert sorted(flat.kept + flat.dropped) == spans
+    assert all(not (a.begin < b.end and b.begin < a.end) for a, b in itertools.combinations(flat.kept, 2))
+    best = max(
+        (
+            len(sub)
+            for r in range(len(spans) + 1)
+            for sub in itertools.combinations(spans, r)
+            if all(not (a.begin < b.end and b.begin < a.end) for a, b in itertools.combinations(sub, 2))
+        ),
+        default=0,
+    )
+    assert len(flat.kept) == best
+
+
+def test_flatten_rejects_an_unknown_policy() -> None:
+    with pytest.raises(ValueError, match="overlap policy"):
+        flatten([], policy="shortest")

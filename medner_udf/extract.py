@@ -482,6 +482,9 @@ def _ship_artifact(spark: SparkSession, model: str) -> str:
     """Ship the artifact folder to every executor as a zip archive (``addArchive``, which Spark
     unpacks beside each executor; ``addFile`` refuses local folders on cluster masters).
 
+    The zip lives in one cache folder under the system temp dir, named by the artifact's path,
+    version and files (size, mtime): a nightly job re-uses it instead of leaving a new copy behind
+    at every run, and Spark can still serve it to executors that join later in the session.
     Returns the SparkFiles name under which the unpacked folder appears on the workers.
     """
     import shutil
@@ -489,17 +492,30 @@ def _ship_artifact(spark: SparkSession, model: str) -> str:
 
     path = Path(model).resolve()
     info = read_info(path)
-    digest = hashlib.sha256(f"{path}|{info.version}".encode()).hexdigest()[:10]
+    stamp = sorted(
+        (str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
+        for f in path.rglob("*")
+        if f.is_file()
+    )
+    digest = hashlib.sha256(f"{path}|{info.version}|{stamp}".encode()).hexdigest()[:10]
     name = f"medner-model-{info.name}-{info.version}-{digest}"
-    staging = Path(tempfile.mkdtemp(prefix="medner-artifact-"))
-    archive = shutil.make_archive(str(staging / name), "zip", root_dir=path)
+    cache = Path(tempfile.gettempdir()) / "medner-shipped-artifacts"
+    cache.mkdir(parents=True, exist_ok=True)
+    archive = cache / f"{name}.zip"
+    if not archive.exists():
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cache))
+        try:
+            built = shutil.make_archive(str(staging / name), "zip", root_dir=path)
+            Path(built).replace(archive)  # atomic: a concurrent job sees the whole zip or none
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     try:
-        spark.sparkContext.addArchive(archive)
+        spark.sparkContext.addArchive(str(archive))
     except Exception as exc:
         # Re-adding the same archive in one session (a second run) is harmless.
         if "already" not in str(exc).lower():
             raise TableError(f"could not ship model artifact {path} to the executors: {exc}") from exc
-    return Path(archive).name
+    return archive.name
 
 
 # ---------------------------------------------------------------------------------------------------

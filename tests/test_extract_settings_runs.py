@@ -55,3 +55,39 @@ def test_settings_are_checked_before_any_work(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ExtractError, match="is not a folder"):
         check_settings(ExtractSettings(**{**ok.__dict__, "output": str(tmp_path / "afile")}))
+
+
+def test_shipping_an_artifact_reuses_one_zip_and_leaves_no_staging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nightly runs ship the same artifact again and again: one zip per artifact state in the
+    cache folder, nothing else left in the temp dir; a changed artifact gets a new zip."""
+    import tempfile
+    import zipfile
+
+    from medner_udf.extract import _ship_artifact
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    model = tmp_path / "model"
+    GazetteerTagger.from_terms([("aspirin", "Medication")]).save(model)
+    added: list[str] = []
+
+    class _Context:
+        def addArchive(self, path: str) -> None:  # noqa: N802 (Spark's name)
+            added.append(path)
+
+    class _Spark:
+        sparkContext = _Context()  # noqa: N815 (Spark's name)
+
+    first = _ship_artifact(_Spark(), str(model))  # type: ignore[arg-type]
+    second = _ship_artifact(_Spark(), str(model))  # type: ignore[arg-type]
+    assert first == second and added[0] == added[1]
+    cache = tmp_path / "tmp" / "medner-shipped-artifacts"
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == ["medner-shipped-artifacts"]
+    assert [p.name for p in cache.iterdir()] == [first]
+    with zipfile.ZipFile(added[0]) as z:
+        assert "artifact.json" in z.namelist()
+    (model / "extra.txt").write_text("changed")
+    third = _ship_artifact(_Spark(), str(model))  # type: ignore[arg-type]
+    assert third != first and len(list(cache.iterdir())) == 2

@@ -101,11 +101,16 @@ def _figures(scores: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def measure_speed(artifact: Path, corpus: str, int8: bool, repeats: int = 1) -> dict[str, Any]:
-    """CPU inference on the 20 test notes with one thread: words/s and pieces/s, and test F1."""
+def measure_speed(
+    artifact: Path, corpus: str, int8: bool, repeats: int = 1, stride: int | None = None
+) -> dict[str, Any]:
+    """CPU inference on the 20 test notes with one thread: words/s and pieces/s, test F1, and the
+    dev F1 at the same settings (the split on which a stride or precision may be chosen)."""
     torch.set_num_threads(1)
     docs = read_corpus(corpus, "test")
     tagger = TransformerTagger.load(artifact, device="cpu")
+    if stride is not None:
+        tagger.set_stride(stride)
     if int8:
         tagger.quantize_int8()
     texts = [d.text for d in docs]
@@ -123,9 +128,17 @@ def measure_speed(artifact: Path, corpus: str, int8: bool, repeats: int = 1) -> 
         best_cpu = min(best_cpu, time.process_time() - start_cpu)
     predicted = {d.doc_id: [e.span for e in ents] for d, ents in zip(docs, entities, strict=True)}
     scores = score_spans(gold_spans(docs), predicted)
+    dev_docs = read_corpus(corpus, "dev")
+    dev_entities = tagger.tag([d.text for d in dev_docs])
+    dev_scores = score_spans(
+        gold_spans(dev_docs),
+        {d.doc_id: [e.span for e in ents] for d, ents in zip(dev_docs, dev_entities, strict=True)},
+    )
     return {
         "artifact": str(artifact),
         "int8": int8,
+        "stride": tagger.config.stride,
+        "dev": _figures(dev_scores.to_dict()),
         "threads": 1,
         "notes": len(texts),
         "words": n_words,
@@ -169,7 +182,8 @@ def summarise(out: Path) -> str:
     for r in rows:
         if "words_per_s_per_core" in r:
             lines.append(
-                f"\nCPU inference ({'int8' if r['int8'] else 'fp32'}, 1 thread, {r['notes']} test notes): "
+                f"\nCPU inference ({'int8' if r['int8'] else 'fp32'}, stride {r.get('stride', 192)}, "
+                f"1 thread, {r['notes']} test notes, dev strict F1 {r.get('dev', {}).get('strict_f1', float('nan')):.4f}): "
                 f"{r['words_per_s_per_core']:.0f} words/s, {r['pieces_per_s_per_core']:.0f} pieces/s per CPU "
                 f"second ({r['words_per_s_wall']:.0f} words/s wall); "
                 f"test strict F1 {r['test']['strict_f1']:.4f}"
@@ -187,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="ours,plain")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--speed", type=Path, default=None, help="measure CPU inference of this artifact")
+    parser.add_argument("--strides", default=None, help="with --speed: strides to compare, e.g. 192,224,240")
+    parser.add_argument("--int8", action="store_true", help="with --speed: also measure dynamic int8")
+    parser.add_argument("--repeats", type=int, default=2, help="with --speed: timed passes (best kept)")
     parser.add_argument("--summarise", action="store_true", help="only rebuild the summary table")
     parser.add_argument("--add-artifact", type=Path, default=None, help="record an earlier run of a variant")
     args = parser.parse_args(argv)
@@ -198,7 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.add_artifact is not None:
             rows = [row_from_artifact(args.variants.split(",")[0], args.add_artifact)]
         elif args.speed is not None:
-            rows = [measure_speed(args.speed, args.corpus, int8) for int8 in (False, True)]
+            strides = [int(x) for x in args.strides.split(",")] if args.strides else [None]
+            precisions = (False, True) if args.int8 else (False,)
+            rows = [
+                measure_speed(args.speed, args.corpus, int8, args.repeats, stride)
+                for stride in strides
+                for int8 in precisions
+            ]
         else:
             for variant in args.variants.split(","):
                 if variant not in VARIANTS:

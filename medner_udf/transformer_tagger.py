@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +234,15 @@ class TransformerTagger(Tagger):
     def capacity(self) -> int:
         """Note pieces per window (the window less its special tokens)."""
         return self.config.window - self.n_special
+
+    def set_stride(self, stride: int) -> TransformerTagger:
+        """Change the step between inference windows (in place); the window size stays as trained.
+
+        A larger stride encodes fewer overlapping pieces (faster) and gives words near window seams
+        less context; ``bench/transformer_bench.py --speed ... --strides`` measures both on dev.
+        """
+        self.net.config = replace(self.config, stride=stride)  # validated by TransformerConfig
+        return self
 
     def quantize_int8(self) -> TransformerTagger:
         """Dynamic int8 quantisation of the encoder's linear layers for CPU inference (in place).

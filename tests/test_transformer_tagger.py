@@ -289,6 +289,22 @@ def test_transformer_windowed_emissions_equal_one_pass(fitted_bert: TransformerT
     assert windowed.tag([text]) == one_pass.tag([text])
 
 
+def test_transformer_set_stride_changes_only_the_window_step(fitted_bert: TransformerTagger) -> None:
+    """A larger stride means fewer windows over a long note; context-free emissions stay identical,
+    and a stride that leaves no room (>= the window's capacity + 1) is refused."""
+    tagger = _with_window(fitted_bert, 12, 5)
+    _context_free(tagger)
+    note = tagger.encode(make_doc("d1", SENTENCES).text)
+    before = tagger.word_emissions([note])[0]
+    n_before = len(tagger.inference_windows([note]))
+    tagger.set_stride(9)
+    assert tagger.config.stride == 9 and tagger.config.window == 12
+    assert len(tagger.inference_windows([note])) < n_before
+    assert torch.allclose(tagger.word_emissions([note])[0], before, atol=1e-5)
+    with pytest.raises(ValueError, match="stride"):
+        tagger.set_stride(11)
+
+
 def test_transformer_offsets_round_trip(fitted_bert: TransformerTagger) -> None:
     texts = [
         "Chest pain\r\n\tand  fever — 5mg ≥ 2 µg\x07 x.",

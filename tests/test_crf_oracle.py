@@ -249,3 +249,17 @@ def test_crf_closed_form_gradients_match_autograd_of_brute_force(constrained: bo
     for g, w in zip(got, want, strict=True):
         assert g is not None and w is not None
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+
+
+def test_crf_likelihood_is_fp32_inside_a_bf16_autocast_region() -> None:
+    """Mixed-precision training wraps the whole forward pass in autocast; the CRF's recursions
+    must still run in fp32 (bf16 matmuls there would cost the likelihood ~2 significant digits)."""
+    tags = tag_set([f"T{i}" for i in range(10)])  # 41 tags, long-ish sequences
+    crf = _crf(11, allowed_transitions(tags), len(tags))
+    emissions, mask = _batch(12, [40, 25], len(tags))
+    gold = torch.zeros((2, 40), dtype=torch.long)
+    want = crf(emissions * 3, gold, mask, reduction="none")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = crf(emissions * 3, gold, mask, reduction="none")
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)

@@ -108,10 +108,14 @@ class CRF(nn.Module):
             raise ValueError(f"invalid reduction {reduction!r}")
         mask = mask.bool()
         self._validate(emissions, mask, tags)
-        numerator = self._path_score(emissions, tags, mask)  # shape: (batch,)
-        denominator: Tensor = _LogPartition.apply(  # type: ignore[no-untyped-call]
-            emissions, mask, self._start(), self._trans(), self._end()
-        )
+        # fp32 even inside a caller's autocast region: the recursions' matmuls and exps in bf16
+        # would cost the likelihood most of its precision.
+        with torch.autocast(emissions.device.type, enabled=False):
+            emissions = emissions.float()
+            numerator = self._path_score(emissions, tags, mask)  # shape: (batch,)
+            denominator: Tensor = _LogPartition.apply(  # type: ignore[no-untyped-call]
+                emissions, mask, self._start(), self._trans(), self._end()
+            )
         llh = numerator - denominator  # shape: (batch,)
         if reduction == "none":
             return llh

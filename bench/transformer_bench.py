@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strides", default=None, help="with --speed: strides to compare, e.g. 192,224,240")
     parser.add_argument("--int8", action="store_true", help="with --speed: also measure dynamic int8")
     parser.add_argument("--repeats", type=int, default=2, help="with --speed: timed passes (best kept)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="with --speed: interleaved rounds of all settings"
+    )
     parser.add_argument("--summarise", action="store_true", help="only rebuild the summary table")
     parser.add_argument("--add-artifact", type=Path, default=None, help="record an earlier run of a variant")
     args = parser.parse_args(argv)
@@ -217,8 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.speed is not None:
             strides = [int(x) for x in args.strides.split(",")] if args.strides else [None]
             precisions = (False, True) if args.int8 else (False,)
+            # Rounds interleave the settings, so drift in the machine's speed (other tenants, clock)
+            # touches every setting alike; each round appends one row per setting.
             rows = [
                 measure_speed(args.speed, args.corpus, int8, args.repeats, stride)
+                for _ in range(args.rounds)
                 for stride in strides
                 for int8 in precisions
             ]

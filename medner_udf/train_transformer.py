@@ -67,7 +67,7 @@ class TransformerTrainSettings:
     head: str = "crf"  # "crf" or "softmax"
     scope: str = "note"  # "note": packed note windows; "segment": one line per example
     window: int = 256  # pieces per window, special tokens included
-    stride: int = 192  # step between inference windows
+    stride: int = 240  # step between inference windows (conf/train-transformer.toml)
     epochs: int = 5  # the shipped model (conf/train-transformer.toml); the best dev epoch is kept
     patience: int = 3  # epochs without a dev improvement before stopping
     select_best: bool = True  # keep the best dev epoch (False: keep the last, as the plain recipe does)

@@ -11,6 +11,7 @@ Usage (from the repository root)::
     python bench/transformer_bench.py --corpus ../shared/data/maccrobat/MACCROBAT2020 \\
         --out /tmp/transformer-bench --seeds 13,14,15 --variants ours,plain
     python bench/transformer_bench.py --corpus ... --out ... --speed models/<name>/<version>
+    python bench/transformer_bench.py --out ... --score-strides ART1,ART2 --strides 192,240  # no timing
     python bench/transformer_bench.py --out ... --summarise   # table from the runs done so far
 
 Results go to ``<out>/results.jsonl`` (one line per finished run, appended as runs finish, so a
@@ -153,6 +154,24 @@ def measure_speed(
     }
 
 
+def score_at_strides(artifact: Path, corpus: str, strides: list[int]) -> list[dict[str, Any]]:
+    """Dev and test scores of one trained artifact at each inference stride (no timing)."""
+    tagger = TransformerTagger.load(artifact, device="cpu")
+    splits = {split: read_corpus(corpus, split) for split in ("dev", "test")}
+    rows = []
+    for stride in strides:
+        tagger.set_stride(stride)
+        row: dict[str, Any] = {"stride_scores": str(artifact), "stride": stride}
+        for split, docs in splits.items():
+            predicted = {
+                d.doc_id: [e.span for e in ents]
+                for d, ents in zip(docs, tagger.tag([d.text for d in docs]), strict=True)
+            }
+            row[split] = _figures(score_spans(gold_spans(docs), predicted).to_dict())
+        rows.append(row)
+    return rows
+
+
 def _mean_spread(values: list[float]) -> str:
     if not values:
         return "n/a"
@@ -179,6 +198,20 @@ def summarise(out: Path) -> str:
             f"| {_mean_spread([r['test']['macro_f1'] for r in runs])} "
             f"| {statistics.fmean(r['train_minutes'] for r in runs):.1f} |"
         )
+    scored = [r for r in rows if "stride_scores" in r]
+    if scored:
+        lines += [
+            "\n| stride | artifacts | dev strict F1 | test strict F1 | test relaxed F1 | test macro F1 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for stride in sorted({r["stride"] for r in scored}):
+            at = [r for r in scored if r["stride"] == stride]
+            lines.append(
+                f"| {stride} | {len(at)} | {_mean_spread([r['dev']['strict_f1'] for r in at])} "
+                f"| {_mean_spread([r['test']['strict_f1'] for r in at])} "
+                f"| {_mean_spread([r['test']['relaxed_f1'] for r in at])} "
+                f"| {_mean_spread([r['test']['macro_f1'] for r in at])} |"
+            )
     for r in rows:
         if "words_per_s_per_core" in r:
             lines.append(
@@ -202,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--speed", type=Path, default=None, help="measure CPU inference of this artifact")
     parser.add_argument("--strides", default=None, help="with --speed: strides to compare, e.g. 192,224,240")
+    parser.add_argument(
+        "--score-strides", default=None, help="comma-separated artifacts: dev/test F1 at each of --strides"
+    )
     parser.add_argument("--int8", action="store_true", help="with --speed: also measure dynamic int8")
     parser.add_argument("--repeats", type=int, default=2, help="with --speed: timed passes (best kept)")
     parser.add_argument(
@@ -217,15 +253,25 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[dict[str, Any]] = []
         if args.add_artifact is not None:
             rows = [row_from_artifact(args.variants.split(",")[0], args.add_artifact)]
+        elif args.score_strides:
+            torch.set_num_threads(args.threads)
+            for artifact in args.score_strides.split(","):
+                rows.extend(
+                    score_at_strides(
+                        Path(artifact), args.corpus, [int(x) for x in (args.strides or "192").split(",")]
+                    )
+                )
         elif args.speed is not None:
-            strides = [int(x) for x in args.strides.split(",")] if args.strides else [None]
+            speed_strides: list[int | None] = (
+                [int(x) for x in args.strides.split(",")] if args.strides else [None]
+            )
             precisions = (False, True) if args.int8 else (False,)
             # Rounds interleave the settings, so drift in the machine's speed (other tenants, clock)
             # touches every setting alike; each round appends one row per setting.
             rows = [
                 measure_speed(args.speed, args.corpus, int8, args.repeats, stride)
                 for _ in range(args.rounds)
-                for stride in strides
+                for stride in speed_strides
                 for int8 in precisions
             ]
         else:

@@ -316,6 +316,7 @@ def train_transformer(settings: TransformerTrainSettings) -> TransformerTrainRes
             "dev_relaxed_f1": dev.relaxed.f1,
             "epoch_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - epoch_start - train_seconds,
+            "elapsed_seconds": round(time.perf_counter() - started, 2),
         }
         history.append(row)
         log.info(
@@ -350,6 +351,8 @@ def train_transformer(settings: TransformerTrainSettings) -> TransformerTrainRes
         "settings": asdict(settings),
         "best_epoch": best_epoch,
         "train_minutes": train_minutes,
+        "device": str(device),
+        "bf16_autocast": use_bf16,
         "history": history,
         "train": {"docs": len(train_docs), "words": n_words, "windows": len(data.windows)},
         "dev": dev_final.to_dict(),

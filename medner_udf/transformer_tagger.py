@@ -201,7 +201,9 @@ class TransformerTagger(Tagger):
                 f"encoder folder {encoder_dir} has no config.json; give a local Hugging Face checkpoint"
             )
         tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir), local_files_only=True)
-        encoder = AutoModel.from_pretrained(str(encoder_dir), local_files_only=True)
+        # fp32 master weights whatever the checkpoint's dtype: a half-precision checkpoint would
+        # otherwise be fine-tuned in half precision (GPU training adds bf16 autocast on top).
+        encoder = AutoModel.from_pretrained(str(encoder_dir), local_files_only=True, dtype=torch.float32)
         config = TransformerConfig(
             tags=tuple(tags),
             encoder=encoder.config.to_dict(),

@@ -395,3 +395,16 @@ def test_transformer_artifact_serves_through_the_extraction_udf(
         assert [(e["begin"], e["end"], e["label"]) for e in got] == [(e.begin, e.end, e.label) for e in want]
         assert all(note[e["begin"] : e["end"]] == e["text"] for e in got)
     assert tagged.entities[0]  # the fitted model finds the mentions of its training note
+
+
+def test_half_precision_checkpoint_is_fine_tuned_in_fp32(encoders: Path, tmp_path: Path) -> None:
+    # Half-precision checkpoints are common on hubs; Adam on fp16 weights loses small updates, so
+    # the tagger must hold fp32 master weights whatever the checkpoint stored.
+    from transformers import AutoModel, AutoTokenizer
+
+    src = make_encoder_dir(encoders, "bert")
+    half = tmp_path / "enc-bert-fp16"
+    AutoModel.from_pretrained(str(src), dtype=torch.float16).save_pretrained(str(half))
+    AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(half))
+    tagger = TransformerTagger.create(half, tag_set(TYPES), name="tiny", version="1")
+    assert {p.dtype for p in tagger.net.parameters()} == {torch.float32}

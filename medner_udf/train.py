@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from medner_udf.artifact import CARD_FILE, METRICS_FILE, new_version, write_json
-from medner_udf.bilstm_tagger import BiLstmCnnCrfTagger
+from medner_udf.bilstm_tagger import BiLstmCnnCrfTagger, word_key
 from medner_udf.corpus import Document, read_corpus
 from medner_udf.dataset import Sentence, to_sentences
 from medner_udf.glove import load_glove
@@ -63,6 +64,8 @@ class TrainSettings:
     dropout: float = 0.35
     word_dropout: float = 0.05
     ema_decay: float = 0.998  # > 0: score dev with, and keep, an exponential moving average of the weights
+    lm_weight: float = 0.0  # > 0: add Rei (2017)'s neighbour-word language-model loss, times this weight
+    lm_vocab: int = 5000  # the LM loss predicts this many most frequent training words (others: one class)
     max_segment_tokens: int = 128
     pack_lines: bool = True  # join consecutive lines up to max_segment_tokens (cross-sentence context)
     overlap_policy: str = "most"  # how nested gold mentions are flattened for training (scheme.flatten)
@@ -82,6 +85,10 @@ class TrainSettings:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.overlap_policy not in OVERLAP_POLICIES:
             raise ValueError(f"overlap_policy must be one of {OVERLAP_POLICIES}, got {self.overlap_policy!r}")
+        if self.lm_weight < 0 or self.lm_vocab < 1:
+            raise ValueError(
+                f"lm_weight must be >= 0 and lm_vocab >= 1, got {self.lm_weight}, {self.lm_vocab}"
+            )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -132,6 +139,45 @@ class WeightAverage:
             tmp = p.detach().clone()
             p.copy_(avg)
             avg.copy_(tmp)
+
+
+class NeighbourWordObjective(torch.nn.Module):
+    """Rei (2017)'s auxiliary language-model loss for sequence labelling: the forward LSTM's state
+    at each token predicts the next word, the backward one's the previous word (through a small
+    tanh layer and a softmax over the ``vocab`` most frequent training words, the rest as one
+    class). It trains the encoder on every token, not only on the ~25% inside mentions. Training
+    only: the head is not part of the model or its artifact."""
+
+    def __init__(self, lstm_hidden: int, words: Sequence[str], dim: int = 50) -> None:
+        super().__init__()
+        self.index = {w: i + 1 for i, w in enumerate(words)}  # 0: any other word
+        vocab = len(words) + 1
+        self.next_word = torch.nn.Sequential(
+            torch.nn.Linear(lstm_hidden, dim), torch.nn.Tanh(), torch.nn.Linear(dim, vocab)
+        )
+        self.previous_word = torch.nn.Sequential(
+            torch.nn.Linear(lstm_hidden, dim), torch.nn.Tanh(), torch.nn.Linear(dim, vocab)
+        )
+
+    def targets(self, batch: Sequence[Sentence]) -> torch.Tensor:
+        out = np.zeros((len(batch), max(len(s.tokens) for s in batch)), dtype=np.int64)
+        for b, sent in enumerate(batch):
+            out[b, : len(sent.tokens)] = [self.index.get(word_key(t.text), 0) for t in sent.tokens]
+        return torch.from_numpy(out)
+
+    def forward(self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """hidden (batch, seq_len, 2 * lstm_hidden), forward direction first; targets, mask (batch, seq_len)."""
+        half = hidden.size(2) // 2
+        valid = mask[:, 1:]  # a next word for positions 0..n-2, a previous word for 1..n-1
+        if not bool(valid.any()):
+            return hidden.new_zeros(())
+        forward_states = hidden[:, :-1, :half][valid]
+        backward_states = hidden[:, 1:, half:][valid]
+        loss_next = torch.nn.functional.cross_entropy(self.next_word(forward_states), targets[:, 1:][valid])
+        loss_prev = torch.nn.functional.cross_entropy(
+            self.previous_word(backward_states), targets[:, :-1][valid]
+        )
+        return loss_next + loss_prev
 
 
 def _batches(sentences: list[Sentence], size: int, rng: random.Random) -> list[list[Sentence]]:
@@ -193,13 +239,19 @@ def train_bilstm(settings: TrainSettings, show_progress: bool = True) -> TrainRe
     tagger.to(device)
     model = tagger.model
     params = [p for p in model.parameters() if p.requires_grad]
+    lm: NeighbourWordObjective | None = None
+    if settings.lm_weight > 0:
+        counts = Counter(word_key(t.text) for s in train_sents for t in s.tokens)
+        lm_words = [w for w, _ in counts.most_common(settings.lm_vocab)]
+        lm = NeighbourWordObjective(model.config.lstm_hidden, lm_words).to(device)
+    trained = params + ([p for p in lm.parameters()] if lm is not None else [])
     optimizer: torch.optim.Optimizer
     if settings.optimizer == "sgd":
         optimizer = torch.optim.SGD(
-            params, lr=settings.learning_rate, momentum=settings.momentum, weight_decay=settings.weight_decay
+            trained, lr=settings.learning_rate, momentum=settings.momentum, weight_decay=settings.weight_decay
         )
     else:
-        optimizer = torch.optim.Adam(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        optimizer = torch.optim.Adam(trained, lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
     rng = random.Random(settings.seed)
     np_rng = np.random.default_rng(settings.seed)
@@ -223,11 +275,18 @@ def train_bilstm(settings: TrainSettings, show_progress: bool = True) -> TrainRe
             enc = tagger.encode([s.tokens for s in batch], settings.word_dropout, np_rng).to(device)
             gold = tagger.encode_tags([s.tags for s in batch]).to(device)
             optimizer.zero_grad(set_to_none=True)
-            _, loss = model(enc.words, enc.tuned, enc.chars, enc.mask, gold)
-            assert loss is not None
-            loss.backward()
+            if lm is None:
+                _, nll = model(enc.words, enc.tuned, enc.chars, enc.mask, gold)
+                assert nll is not None
+                loss = objective = nll
+            else:
+                hidden = model.hidden_states(enc.words, enc.tuned, enc.chars, enc.mask)
+                emissions = model.emissions_from_hidden(hidden)
+                loss = -model.crf(emissions, gold, enc.mask, reduction="mean")
+                objective = loss + settings.lm_weight * lm(hidden, lm.targets(batch).to(device), enc.mask)
+            objective.backward()
             if settings.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+                torch.nn.utils.clip_grad_norm_(trained, settings.grad_clip)
             optimizer.step()
             if ema is not None:
                 ema.update()

@@ -94,6 +94,15 @@ class BiLstmCnnCrf(nn.Module):
 
         Returns emission scores, shape (batch, seq_len, num_tags).
         """
+        return self.emissions_from_hidden(self.hidden_states(words, tuned, chars, mask))
+
+    def emissions_from_hidden(self, hidden: Tensor) -> Tensor:
+        """BiLSTM outputs (batch, seq_len, 2 * lstm_hidden) -> emission scores (batch, seq_len, num_tags)."""
+        emissions: Tensor = self.hidden_to_tags(self.dropout(hidden))
+        return emissions
+
+    def hidden_states(self, words: Tensor, tuned: Tensor, chars: Tensor, mask: Tensor) -> Tensor:
+        """The BiLSTM's outputs, shape (batch, seq_len, 2 * lstm_hidden): forward direction first."""
         batch, seq_len, word_chars = chars.shape
         word_vectors = self.pretrained(words) + self.tuned(tuned)  # shape: (batch, seq_len, word_dim)
         char_vectors = self.char_embedding(chars.view(batch * seq_len, word_chars))
@@ -102,10 +111,8 @@ class BiLstmCnnCrf(nn.Module):
         char_features = self.char_cnn(char_vectors).max(dim=2).values  # shape: (batch * seq_len, filters)
         char_features = char_features.view(batch, seq_len, -1)
         features = self.dropout(torch.cat([word_vectors, char_features], dim=2))
-        hidden = self.lstm(features, mask)
-        # shape: (batch, seq_len, 2 * lstm_hidden) -> (batch, seq_len, num_tags)
-        emissions: Tensor = self.hidden_to_tags(self.dropout(hidden))
-        return emissions
+        hidden: Tensor = self.lstm(features, mask)
+        return hidden
 
     def forward(
         self, words: Tensor, tuned: Tensor, chars: Tensor, mask: Tensor, tags: Tensor | None = None

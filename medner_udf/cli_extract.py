@@ -66,6 +66,9 @@ def _spark(spark_conf_path: str, master: str | None, app: str) -> Any:
 @click.option("--text-column", default=None, help="Note text column (string).")
 @click.option("--batch-size", type=int, default=None, help="Notes per micro-batch.")
 @click.option("--max-batch-chars", type=int, default=None, help="Characters per micro-batch.")
+@click.option(
+    "--tagger-batch-size", type=int, default=None, help="Segments/windows per forward pass (GPU: 256+)."
+)
 @click.option("--partitions", type=int, default=None, help="Spark partitions to tag in.")
 @click.option("--full/--incremental", default=None, help="Re-tag every record (default: incremental).")
 @click.option("--run-id", default=None, help="Explicit run id (Airflow passes one); default derived.")
@@ -82,6 +85,7 @@ def extract(
     text_column: str | None,
     batch_size: int | None,
     max_batch_chars: int | None,
+    tagger_batch_size: int | None,
     partitions: int | None,
     full: bool | None,
     run_id: str | None,
@@ -100,6 +104,7 @@ def extract(
         "text_column": text_column,
         "batch_size": batch_size,
         "max_batch_chars": max_batch_chars,
+        "tagger_batch_size": tagger_batch_size,
         "partitions": partitions,
         "full": full,
         "run_id": run_id,

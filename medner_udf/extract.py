@@ -96,6 +96,7 @@ class ExtractSettings:
     text_column: str = "text"
     batch_size: int = 32
     max_batch_chars: int = 200_000
+    tagger_batch_size: int | None = None
     rows_per_partition: int = 5_000
     partitions: int | None = None
     full: bool = False
@@ -145,6 +146,7 @@ def check_settings(s: ExtractSettings) -> None:
         ("batch_size", s.batch_size),
         ("max_batch_chars", s.max_batch_chars),
         ("rows_per_partition", s.rows_per_partition),
+        ("tagger_batch_size", 1 if s.tagger_batch_size is None else s.tagger_batch_size),
     ):
         if value < 1:
             raise ExtractError(f"{name} must be >= 1, got {value}")
@@ -394,6 +396,7 @@ def run_extract(
         run_seq=run_seq,
         batch_size=settings.batch_size,
         max_batch_chars=settings.max_batch_chars,
+        tagger_batch_size=settings.tagger_batch_size,
         shipped_name=shipped,
         entities_uri=f"file://{entities.path}",
         status_uri=f"file://{status.path}",

@@ -132,6 +132,9 @@ class UdfConfig:
     run_seq: int = 0
     batch_size: int = 32
     max_batch_chars: int = 200_000
+    # Segments (BiLSTM) or windows (transformer) per forward pass inside the tagger; None = the
+    # tagger's own default. GPU executors want it large (docs/training.md, GPU).
+    tagger_batch_size: int | None = None
     # Name under which the driver shipped the artifact with SparkContext.addFile; None = use
     # ``artifact`` as a path every executor can read.
     shipped_name: str | None = None
@@ -143,6 +146,8 @@ class UdfConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_batch_chars < 1:
             raise ValueError(f"max_batch_chars must be >= 1, got {self.max_batch_chars}")
+        if self.tagger_batch_size is not None and self.tagger_batch_size < 1:
+            raise ValueError(f"tagger_batch_size must be >= 1, got {self.tagger_batch_size}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -319,23 +324,23 @@ class TaggedRecords:
     entities: dict[str, list[Any]]
 
 
-def _tag_safely(tagger: Tagger, texts: list[str]) -> list[list[Entity] | str]:
+def _tag_safely(tagger: Tagger, texts: list[str], batch_size: int | None = None) -> list[list[Entity] | str]:
     """Tag a micro-batch; if the batch fails, tag its notes one by one so only the bad ones fail.
 
-    The tagger batches the notes' segments itself (its own segment batch size): the UDF's
-    ``batch_size`` counts notes per micro-batch, a different unit.
+    The tagger batches the notes' segments itself (``batch_size`` segments or windows per forward
+    pass; None: its own default): the UDF's ``cfg.batch_size`` counts notes per micro-batch.
 
     A failure becomes a message naming the exception type and the note's length: exception
     messages from models can quote their input, so their text is never kept.
     """
     try:
-        return list(tagger.tag(texts))
+        return list(tagger.tag(texts, batch_size=batch_size))
     except Exception:  # isolate the failing record(s) below
         log.warning("a batch of %d notes failed; retrying them one by one", len(texts))
     out: list[list[Entity] | str] = []
     for text in texts:
         try:
-            out.append(list(tagger.tag([text])[0]))
+            out.append(list(tagger.tag([text], batch_size=batch_size)[0]))
         except Exception as exc:  # one bad record must not fail the task
             out.append(f"{type(exc).__name__} while tagging a note of {len(text)} characters")
     return out
@@ -389,7 +394,9 @@ def tag_records(frame: pd.DataFrame, tagger: Tagger | None, cfg: UdfConfig) -> T
             rows = [to_tag[j] for j in group]
             _max_batch_seen = max(_max_batch_seen, len(rows))
             batch_texts = [texts[i] or "" for i in rows]
-            for i, text, result in zip(rows, batch_texts, _tag_safely(tagger, batch_texts), strict=True):
+            for i, text, result in zip(
+                rows, batch_texts, _tag_safely(tagger, batch_texts, cfg.tagger_batch_size), strict=True
+            ):
                 if isinstance(result, str):
                     status[i], errors[i] = ERROR, result
                     continue

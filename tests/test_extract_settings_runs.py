@@ -46,6 +46,7 @@ def test_settings_are_checked_before_any_work(tmp_path: Path) -> None:
         "run_id": ("../etc", "run id '../etc'"),
         "id_column": ("text", "id and text columns must differ"),
         "partitions": (0, "partitions must be >= 1, got 0"),
+        "tagger_batch_size": (0, "tagger_batch_size must be >= 1, got 0"),
     }
     for key, (value, message) in bad.items():
         with pytest.raises(ExtractError, match=message):

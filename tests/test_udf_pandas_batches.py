@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -68,6 +69,7 @@ class _Exploding(Tagger):
 
     def __init__(self) -> None:
         self.batches: list[int] = []
+        self.batch_sizes: list[int | None] = []
 
     @property
     def device(self) -> torch.device:
@@ -78,6 +80,7 @@ class _Exploding(Tagger):
 
     def tag(self, texts: Sequence[str], batch_size: int | None = None) -> list[list[Entity]]:
         self.batches.append(len(texts))
+        self.batch_sizes.append(batch_size)
         for t in texts:
             if "boom" in t:
                 raise ValueError(f"cannot tag {t!r}")
@@ -138,3 +141,15 @@ def test_writer_streams_files_and_loads_the_model_once(tmp_path: Path) -> None:
     assert dict(zip(written.table, written.num_records, strict=True)) == {"entities": 5, "record_status": 10}
     ent = pd.read_parquet(tmp_path / "entities" / written.path[written.table == "entities"].iloc[0])
     assert sorted(ent.record_id) == [f"id{i}" for i in range(5)] and set(ent.run_id) == {"r9"}
+
+
+def test_the_tagger_gets_the_configured_forward_batch_size_also_when_retrying_one_by_one() -> None:
+    rows = [("a", "ok note", "tag"), ("b", "boom", "tag")]
+    tagger = _Exploding()
+    tag_frame(frame(rows), replace(CFG, tagger_batch_size=256), tagger=tagger)
+    assert tagger.batch_sizes == [256, 256, 256]  # the batch, then each note alone
+    tagger = _Exploding()
+    tag_frame(frame(rows[:1]), CFG, tagger=tagger)
+    assert tagger.batch_sizes == [None]  # unset: the tagger's own default
+    with pytest.raises(ValueError, match="tagger_batch_size"):
+        replace(CFG, tagger_batch_size=0)

@@ -11,7 +11,12 @@ on any tokeniser or tag scheme (DESIGN.md, "How accuracy is measured"):
   number of gold mentions found (the recall numerator); precision is computed from the count of
   correct predictions, which is not stored separately;
 - **macro F1**: the unweighted mean of the strict per-type F1 over the types present in gold;
-- **per type**: strict P/R/F1 for every type seen in gold or in predictions.
+- **per type**: strict P/R/F1 for every type seen in gold or in predictions;
+- **errors**: where the strict misses are. Each prediction that is not exactly a gold mention is
+  ``boundary`` (it overlaps a gold mention of its type), else ``type`` (it has exactly the span of a
+  gold mention of another type), else ``type_and_boundary`` (it overlaps only mentions of other
+  types), else ``spurious`` (it overlaps no gold mention); each gold mention that no prediction
+  overlaps at all is ``missed``. The first four add up to ``n_pred - tp``.
 
 ``seqeval_scores`` gives the token-level, conlleval-like figure that papers usually report, only for
 comparison with published tables: it is computed on flattened BIO tags, so it silently ignores the
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from medner_udf.scheme import OUTSIDE, flatten, spans_to_tags
@@ -53,6 +58,7 @@ class Scores:
     relaxed: PRF
     macro_f1: float
     per_type: dict[str, PRF]
+    errors: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; per-type entries sorted by gold support (then name)."""
@@ -62,6 +68,7 @@ class Scores:
             "relaxed": asdict(self.relaxed),
             "macro_f1": self.macro_f1,
             "per_type": {label: asdict(prf) for label, prf in ordered},
+            "errors": dict(self.errors),
         }
 
 
@@ -91,6 +98,31 @@ def _overlapping_same_label(span: Span, others: Sequence[Span]) -> bool:
     return any(o.label == span.label and o.begin < span.end and span.begin < o.end for o in others)
 
 
+ERROR_KINDS = ("boundary", "type", "type_and_boundary", "spurious", "missed")
+
+
+def _overlaps(a: Span, b: Span) -> bool:
+    return a.begin < b.end and b.begin < a.end
+
+
+def _error_kinds(gold: set[Span], pred: set[Span]) -> Counter[str]:
+    """The module doc's error categories for one document's gold and predicted span sets."""
+    out: Counter[str] = Counter()
+    gold_extents = {(g.begin, g.end) for g in gold}
+    for p in pred - gold:
+        touching = [g for g in gold if _overlaps(g, p)]
+        if any(g.label == p.label for g in touching):
+            out["boundary"] += 1
+        elif (p.begin, p.end) in gold_extents:
+            out["type"] += 1
+        elif touching:
+            out["type_and_boundary"] += 1
+        else:
+            out["spurious"] += 1
+    out["missed"] += sum(not any(_overlaps(g, p) for p in pred) for g in gold)
+    return out
+
+
 def score_spans(gold: Mapping[str, Iterable[Span]], pred: Mapping[str, Iterable[Span]]) -> Scores:
     """Score predicted spans against gold spans, both keyed by document id.
 
@@ -105,6 +137,7 @@ def score_spans(gold: Mapping[str, Iterable[Span]], pred: Mapping[str, Iterable[
     pred_by_type: Counter[str] = Counter()
     gold_by_type: Counter[str] = Counter()
     relaxed_found = relaxed_correct = 0
+    errors: Counter[str] = Counter({kind: 0 for kind in ERROR_KINDS})
     for doc_id, gold_spans in gold.items():
         g = _as_span_set(gold_spans, f"gold[{doc_id!r}]")
         p = _as_span_set(pred.get(doc_id, ()), f"pred[{doc_id!r}]")
@@ -114,6 +147,7 @@ def score_spans(gold: Mapping[str, Iterable[Span]], pred: Mapping[str, Iterable[
         g_list, p_list = sorted(g), sorted(p)
         relaxed_found += sum(_overlapping_same_label(s, p_list) for s in g_list)
         relaxed_correct += sum(_overlapping_same_label(s, g_list) for s in p_list)
+        errors.update(_error_kinds(g, p))
 
     n_gold, n_pred = sum(gold_by_type.values()), sum(pred_by_type.values())
     strict = _prf(sum(tp_by_type.values()), n_pred, n_gold)
@@ -123,7 +157,7 @@ def score_spans(gold: Mapping[str, Iterable[Span]], pred: Mapping[str, Iterable[
     per_type = {lab: _prf(tp_by_type[lab], pred_by_type[lab], gold_by_type[lab]) for lab in labels}
     gold_types = [lab for lab in labels if gold_by_type[lab]]
     macro = sum(per_type[lab].f1 for lab in gold_types) / len(gold_types) if gold_types else 0.0
-    return Scores(strict=strict, relaxed=relaxed, macro_f1=macro, per_type=per_type)
+    return Scores(strict=strict, relaxed=relaxed, macro_f1=macro, per_type=per_type, errors=dict(errors))
 
 
 def bioes_to_bio(tags: Sequence[str]) -> list[str]:
@@ -203,4 +237,7 @@ def format_table(scores: Scores) -> str:
     lines.append(row("micro (strict)", scores.strict))
     lines.append(row("relaxed", scores.relaxed))
     lines.append(f"{'macro F1':<{width}}  {'':>6} {'':>6} {'':>6}  {'':>6} {'':>6} {scores.macro_f1:>6.3f}")
+    if scores.errors:
+        lines.append("")
+        lines.append("errors: " + ", ".join(f"{kind} {scores.errors.get(kind, 0)}" for kind in ERROR_KINDS))
     return "\n".join(lines) + "\n"

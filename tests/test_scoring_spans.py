@@ -133,6 +133,30 @@ def test_format_table_sorted_by_support_with_summary_lines() -> None:
     assert any(ln.startswith("relaxed") for ln in lines)
 
 
+def test_errors_put_each_strict_miss_in_one_category() -> None:
+    gold = [AGE, SEX, PAIN, Span(40, 50, "Lab_value"), Span(60, 70, "Date"), Span(80, 90, "Medication")]
+    pred = [
+        AGE,  # correct
+        Span(14, 18, "Sex"),  # boundary: overlaps the Sex mention, other end
+        Span(22, 32, "Disease_disorder"),  # type: the exact span of a mention of another type
+        Span(38, 45, "Dosage"),  # type_and_boundary: overlaps only another type, other bounds
+        Span(100, 104, "Age"),  # spurious: overlaps no mention
+    ]  # Date and Medication: missed (nothing overlaps them)
+    s = score_spans({"d": gold}, {"d": pred})
+    assert s.errors == {"boundary": 1, "type": 1, "type_and_boundary": 1, "spurious": 1, "missed": 2}
+    assert sum(n for k, n in s.errors.items() if k != "missed") == s.strict.n_pred - s.strict.tp
+    assert s.to_dict()["errors"] == s.errors
+    assert "errors: boundary 1, type 1, type_and_boundary 1, spurious 1, missed 2" in format_table(s)
+
+
+def test_a_boundary_error_wins_over_a_type_error_on_the_same_prediction() -> None:
+    # A prediction overlapping a same-type mention is a boundary error even when it also has the
+    # exact span of a mention of another type (nested gold).
+    gold = [Span(0, 10, "History"), Span(0, 5, "Disease_disorder")]
+    s = score_spans({"d": gold}, {"d": [Span(0, 10, "Disease_disorder")]})
+    assert s.errors == {"boundary": 1, "type": 0, "type_and_boundary": 0, "spurious": 0, "missed": 0}
+
+
 def test_scores_is_frozen() -> None:
     s = score_spans({"a": [AGE]}, {"a": [AGE]})
     assert isinstance(s, Scores)

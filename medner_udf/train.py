@@ -62,7 +62,7 @@ class TrainSettings:
     lstm_hidden: int = 200
     lstm_layers: int = 1
     dropout: float = 0.35
-    word_dropout: float = 0.05
+    word_dropout: float = 0.15
     ema_decay: float = 0.998  # > 0: score dev with, and keep, an exponential moving average of the weights
     lm_weight: float = 0.0  # > 0: add Rei (2017)'s neighbour-word language-model loss, times this weight
     lm_vocab: int = 5000  # the LM loss predicts this many most frequent training words (others: one class)

@@ -244,7 +244,7 @@ def train_bilstm(settings: TrainSettings, show_progress: bool = True) -> TrainRe
         counts = Counter(word_key(t.text) for s in train_sents for t in s.tokens)
         lm_words = [w for w, _ in counts.most_common(settings.lm_vocab)]
         lm = NeighbourWordObjective(model.config.lstm_hidden, lm_words).to(device)
-    trained = params + ([p for p in lm.parameters()] if lm is not None else [])
+    trained = params + (list(lm.parameters()) if lm is not None else [])
     optimizer: torch.optim.Optimizer
     if settings.optimizer == "sgd":
         optimizer = torch.optim.SGD(
@@ -275,14 +275,10 @@ def train_bilstm(settings: TrainSettings, show_progress: bool = True) -> TrainRe
             enc = tagger.encode([s.tokens for s in batch], settings.word_dropout, np_rng).to(device)
             gold = tagger.encode_tags([s.tags for s in batch]).to(device)
             optimizer.zero_grad(set_to_none=True)
-            if lm is None:
-                _, nll = model(enc.words, enc.tuned, enc.chars, enc.mask, gold)
-                assert nll is not None
-                loss = objective = nll
-            else:
-                hidden = model.hidden_states(enc.words, enc.tuned, enc.chars, enc.mask)
-                emissions = model.emissions_from_hidden(hidden)
-                loss = -model.crf(emissions, gold, enc.mask, reduction="mean")
+            hidden = model.hidden_states(enc.words, enc.tuned, enc.chars, enc.mask)
+            loss = -model.crf(model.emissions_from_hidden(hidden), gold, enc.mask, reduction="mean")
+            objective = loss
+            if lm is not None:
                 objective = loss + settings.lm_weight * lm(hidden, lm.targets(batch).to(device), enc.mask)
             objective.backward()
             if settings.grad_clip > 0:

@@ -382,7 +382,9 @@ def model_card(metrics: dict[str, Any]) -> str:
         "## Data",
         f"- {d['corpus']} (CC BY 4.0, Caufield et al. 2019), {d['split']}: {d['train_docs']} train documents "
         f"({d['train_segments']} segments, {d['train_tokens']} tokens), {d['dev_docs']} dev documents.",
-        f"- Overlapping gold mentions flattened longest-first for training: {d['flattening']['n_dropped']} of "
+        f"- Overlapping gold mentions flattened for training with the `{s.get('overlap_policy', 'longest')}` "
+        f"policy (longest: longest mention first; most: as many mentions as possible): "
+        f"{d['flattening']['n_dropped']} of "
         f"{d['flattening']['n_mentions']} dropped. Scores below count all gold mentions.",
         "",
         "## Training",

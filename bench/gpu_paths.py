@@ -86,6 +86,20 @@ def check(
     return row
 
 
+def train_on_gpu(which: str, values: dict[str, Any]) -> tuple[str, Path, dict[str, Any]]:
+    """Train ``which`` ("bilstm" or "transformer") from its shipped settings plus ``values``;
+    return (artifact kind, artifact folder, metrics)."""
+    if which == "bilstm":
+        settings = load_settings(TrainSettings, CONF_DIR / "train.toml", values, "bilstm-cnn-crf")
+        result = train_bilstm(settings, show_progress=False)
+        return "bilstm-cnn-crf", result.artifact_dir, result.metrics
+    tsettings = load_settings(
+        TransformerTrainSettings, CONF_DIR / "train-transformer.toml", values, "transformer"
+    )
+    tresult = train_transformer(replace(tsettings, progress=False))
+    return "transformer", tresult.artifact_dir, tresult.metrics
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--corpus", type=Path, default=None)
@@ -104,27 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     texts = [d.text for d in read_corpus(root, "all")]
     cpu_texts = [d.text for d in read_corpus(root, "test")]
     common = {"corpus": str(root), "output_dir": str(args.models), "device": "cuda", "version": "gpu"}
+    overrides = {"bilstm": args.bilstm_set, "transformer": args.transformer_set}
     rows = []
-    if "bilstm" not in args.skip:
-        settings = load_settings(
-            TrainSettings,
-            CONF_DIR / "train.toml",
-            common | parse_overrides(args.bilstm_set),
-            "bilstm-cnn-crf",
-        )
-        result = train_bilstm(settings, show_progress=False)
-        rows.append(check("bilstm-cnn-crf", result.artifact_dir, result.metrics, texts, cpu_texts,
-                          args.batch_sizes, args.repeats))  # fmt: skip
-    if "transformer" not in args.skip:
-        tsettings = load_settings(
-            TransformerTrainSettings,
-            CONF_DIR / "train-transformer.toml",
-            common | parse_overrides(args.transformer_set),
-            "transformer",
-        )
-        tresult = train_transformer(replace(tsettings, progress=False))
-        rows.append(check("transformer", tresult.artifact_dir, tresult.metrics, texts, cpu_texts,
-                          args.batch_sizes, args.repeats))  # fmt: skip
+    for which in ("bilstm", "transformer"):
+        if which not in args.skip:
+            kind, artifact, metrics = train_on_gpu(which, common | parse_overrides(overrides[which]))
+            rows.append(check(kind, artifact, metrics, texts, cpu_texts, args.batch_sizes, args.repeats))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(
         json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=1)

@@ -16,7 +16,9 @@ on any tokeniser or tag scheme (DESIGN.md, "How accuracy is measured"):
   ``boundary`` (it overlaps a gold mention of its type), else ``type`` (it has exactly the span of a
   gold mention of another type), else ``type_and_boundary`` (it overlaps only mentions of other
   types), else ``spurious`` (it overlaps no gold mention); each gold mention that no prediction
-  overlaps at all is ``missed``. The first four add up to ``n_pred - tp``.
+  overlaps at all is ``missed``. The first four add up to ``n_pred - tp``;
+- **type confusions**: each ``type`` or ``type_and_boundary`` prediction paired with the gold
+  mention it overlaps most (the earliest of equals), counted by (predicted type, gold type).
 
 ``seqeval_scores`` gives the token-level, conlleval-like figure that papers usually report, only for
 comparison with published tables: it is computed on flattened BIO tags, so it silently ignores the
@@ -59,6 +61,7 @@ class Scores:
     macro_f1: float
     per_type: dict[str, PRF]
     errors: dict[str, int] = field(default_factory=dict)
+    confusions: dict[tuple[str, str], int] = field(default_factory=dict)  # (predicted, gold) -> count
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; per-type entries sorted by gold support (then name)."""
@@ -69,6 +72,10 @@ class Scores:
             "macro_f1": self.macro_f1,
             "per_type": {label: asdict(prf) for label, prf in ordered},
             "errors": dict(self.errors),
+            "type_confusions": [
+                {"predicted": p, "gold": g, "count": n}
+                for (p, g), n in sorted(self.confusions.items(), key=lambda kv: (-kv[1], kv[0]))
+            ],
         }
 
 
@@ -105,22 +112,23 @@ def _overlaps(a: Span, b: Span) -> bool:
     return a.begin < b.end and b.begin < a.end
 
 
-def _error_kinds(gold: set[Span], pred: set[Span]) -> Counter[str]:
-    """The module doc's error categories for one document's gold and predicted span sets."""
+def _error_kinds(gold: set[Span], pred: set[Span]) -> tuple[Counter[str], Counter[tuple[str, str]]]:
+    """The module doc's error categories and type confusions for one document's span sets."""
     out: Counter[str] = Counter()
+    confusions: Counter[tuple[str, str]] = Counter()
     gold_extents = {(g.begin, g.end) for g in gold}
     for p in pred - gold:
         touching = [g for g in gold if _overlaps(g, p)]
         if any(g.label == p.label for g in touching):
             out["boundary"] += 1
-        elif (p.begin, p.end) in gold_extents:
-            out["type"] += 1
         elif touching:
-            out["type_and_boundary"] += 1
+            out["type" if (p.begin, p.end) in gold_extents else "type_and_boundary"] += 1
+            best = max(sorted(touching), key=lambda g: min(g.end, p.end) - max(g.begin, p.begin))
+            confusions[p.label, best.label] += 1
         else:
             out["spurious"] += 1
     out["missed"] += sum(not any(_overlaps(g, p) for p in pred) for g in gold)
-    return out
+    return out, confusions
 
 
 def score_spans(gold: Mapping[str, Iterable[Span]], pred: Mapping[str, Iterable[Span]]) -> Scores:
@@ -138,6 +146,7 @@ def score_spans(gold: Mapping[str, Iterable[Span]], pred: Mapping[str, Iterable[
     gold_by_type: Counter[str] = Counter()
     relaxed_found = relaxed_correct = 0
     errors: Counter[str] = Counter({kind: 0 for kind in ERROR_KINDS})
+    confusions: Counter[tuple[str, str]] = Counter()
     for doc_id, gold_spans in gold.items():
         g = _as_span_set(gold_spans, f"gold[{doc_id!r}]")
         p = _as_span_set(pred.get(doc_id, ()), f"pred[{doc_id!r}]")
@@ -147,7 +156,9 @@ def score_spans(gold: Mapping[str, Iterable[Span]], pred: Mapping[str, Iterable[
         g_list, p_list = sorted(g), sorted(p)
         relaxed_found += sum(_overlapping_same_label(s, p_list) for s in g_list)
         relaxed_correct += sum(_overlapping_same_label(s, g_list) for s in p_list)
-        errors.update(_error_kinds(g, p))
+        doc_errors, doc_confusions = _error_kinds(g, p)
+        errors.update(doc_errors)
+        confusions.update(doc_confusions)
 
     n_gold, n_pred = sum(gold_by_type.values()), sum(pred_by_type.values())
     strict = _prf(sum(tp_by_type.values()), n_pred, n_gold)
@@ -157,7 +168,7 @@ def score_spans(gold: Mapping[str, Iterable[Span]], pred: Mapping[str, Iterable[
     per_type = {lab: _prf(tp_by_type[lab], pred_by_type[lab], gold_by_type[lab]) for lab in labels}
     gold_types = [lab for lab in labels if gold_by_type[lab]]
     macro = sum(per_type[lab].f1 for lab in gold_types) / len(gold_types) if gold_types else 0.0
-    return Scores(strict=strict, relaxed=relaxed, macro_f1=macro, per_type=per_type, errors=dict(errors))
+    return Scores(strict, relaxed, macro, per_type, errors=dict(errors), confusions=dict(confusions))
 
 
 def bioes_to_bio(tags: Sequence[str]) -> list[str]:
@@ -240,4 +251,9 @@ def format_table(scores: Scores) -> str:
     if scores.errors:
         lines.append("")
         lines.append("errors: " + ", ".join(f"{kind} {scores.errors.get(kind, 0)}" for kind in ERROR_KINDS))
+    if scores.confusions:
+        top = sorted(scores.confusions.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        lines.append(
+            "type confusions (predicted for gold): " + ", ".join(f"{p} for {g} {n}" for (p, g), n in top)
+        )
     return "\n".join(lines) + "\n"

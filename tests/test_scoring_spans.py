@@ -147,6 +147,22 @@ def test_errors_put_each_strict_miss_in_one_category() -> None:
     assert sum(n for k, n in s.errors.items() if k != "missed") == s.strict.n_pred - s.strict.tp
     assert s.to_dict()["errors"] == s.errors
     assert "errors: boundary 1, type 1, type_and_boundary 1, spurious 1, missed 2" in format_table(s)
+    assert s.confusions == {("Disease_disorder", "Sign_symptom"): 1, ("Dosage", "Lab_value"): 1}
+    assert s.to_dict()["type_confusions"] == [
+        {"predicted": "Disease_disorder", "gold": "Sign_symptom", "count": 1},
+        {"predicted": "Dosage", "gold": "Lab_value", "count": 1},
+    ]
+
+
+def test_a_type_confusion_pairs_the_prediction_with_the_gold_mention_it_overlaps_most() -> None:
+    gold = [Span(0, 4, "Severity"), Span(5, 20, "Sign_symptom"), Span(30, 40, "Date")]
+    pred = [Span(2, 12, "Disease_disorder"), Span(30, 40, "Time"), Span(31, 39, "Time")]
+    s = score_spans({"d": gold}, {"d": pred})
+    # 7 characters inside Sign_symptom against 2 inside Severity; the two Time predictions hit Date.
+    assert s.confusions == {("Disease_disorder", "Sign_symptom"): 1, ("Time", "Date"): 2}
+    assert "type confusions (predicted for gold): Time for Date 2, Disease_disorder for Sign_symptom 1" in (
+        format_table(s)
+    )
 
 
 def test_a_boundary_error_wins_over_a_type_error_on_the_same_prediction() -> None:
@@ -155,6 +171,7 @@ def test_a_boundary_error_wins_over_a_type_error_on_the_same_prediction() -> Non
     gold = [Span(0, 10, "History"), Span(0, 5, "Disease_disorder")]
     s = score_spans({"d": gold}, {"d": [Span(0, 10, "Disease_disorder")]})
     assert s.errors == {"boundary": 1, "type": 0, "type_and_boundary": 0, "spurious": 0, "missed": 0}
+    assert s.confusions == {}
 
 
 def test_scores_is_frozen() -> None:

@@ -23,19 +23,19 @@ from typing import Any
 
 import torch
 
-from medner_udf.corpus import read_corpus
-from medner_udf.dataset import to_sentences
-from medner_udf.feature_crf import (
+from medner_udf.config import CONF_DIR, corpus_path, load_settings
+from medner_udf.corpus.dataset import to_sentences
+from medner_udf.corpus.maccrobat import read_corpus
+from medner_udf.evaluation.feature_crf import (
     DEFAULT_C1,
     DEFAULT_C2,
     DEFAULT_MAX_ITERATIONS,
     evaluate_model,
     train_feature_crf,
 )
-from medner_udf.settings import CONF_DIR, corpus_path, load_settings
-from medner_udf.tagger import Tagger, load_tagger
-from medner_udf.text import tokenize
-from medner_udf.train import TrainSettings, train_bilstm
+from medner_udf.taggers.base import Tagger, load_tagger
+from medner_udf.text.tokens import tokenize
+from medner_udf.training.bilstm import TrainSettings, train_bilstm
 
 
 def inference_tokens_per_second(tagger: Tagger, texts: list[str], repeats: int = 2) -> float:

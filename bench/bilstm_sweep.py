@@ -24,8 +24,8 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from medner_udf.settings import CONF_DIR, corpus_path, load_settings, parse_overrides
-from medner_udf.train import TrainSettings, train_bilstm
+from medner_udf.config import CONF_DIR, corpus_path, load_settings, parse_overrides
+from medner_udf.training.bilstm import TrainSettings, train_bilstm
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, str]]:

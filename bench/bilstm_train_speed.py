@@ -30,15 +30,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from medner_udf.bilstm_tagger import BiLstmCnnCrfTagger
-from medner_udf.corpus import read_corpus
-from medner_udf.dataset import Sentence, to_sentences
-from medner_udf.glove import load_glove
+from medner_udf.config import corpus_path
+from medner_udf.corpus.dataset import Sentence, to_sentences
+from medner_udf.corpus.maccrobat import read_corpus
 from medner_udf.models.bilstm_cnn_crf import BiLstmCnnCrf
 from medner_udf.models.crf import _alphas
-from medner_udf.scheme import tag_set
-from medner_udf.settings import corpus_path
-from medner_udf.train import _batches
+from medner_udf.taggers.bilstm import BiLstmCnnCrfTagger
+from medner_udf.text.scheme import tag_set
+from medner_udf.training.bilstm import _batches
+from medner_udf.training.pretrained import load_glove
 
 
 class PackedBiLstm(nn.Module):

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def build_notes(corpus: Path, n_notes: int, folder: Path, rows_per_file: int = 5_000) -> list[str]:
     """Write ``n_notes`` notes (corpus texts cycled; ids n000000...) as Parquet files; return the texts."""
-    from medner_udf.corpus import read_corpus
+    from medner_udf.corpus.maccrobat import read_corpus
 
     texts = [d.text for d in read_corpus(corpus)]
     if folder.exists():
@@ -48,7 +48,7 @@ def raw_throughput(model: Path, notes: list[str], batch_size: int) -> tuple[floa
     """(notes per second, notes tagged, seconds) of ``Tagger.tag`` in this process."""
     import torch
 
-    from medner_udf.tagger import load_tagger
+    from medner_udf.taggers.base import load_tagger
 
     torch.set_num_threads(os.cpu_count() or 1)
     tagger = load_tagger(model, device="cpu")
@@ -64,7 +64,7 @@ def spark_throughput(
     model: Path, notes_dir: Path, out: Path, master: str, batch_size: int
 ) -> dict[str, float]:
     """Run the job with spark-submit; wall time includes JVM start, job time is run_extract's."""
-    from medner_udf.spark import spark_submit_command, submit_environment
+    from medner_udf.extraction.session import spark_submit_command, submit_environment
 
     if out.exists():
         shutil.rmtree(out)

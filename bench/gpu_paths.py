@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 
-from medner_udf.corpus import read_corpus
-from medner_udf.settings import CONF_DIR, corpus_path, load_settings, parse_overrides
-from medner_udf.tagger import Tagger, load_tagger
-from medner_udf.text import tokenize
-from medner_udf.train import TrainSettings, train_bilstm
-from medner_udf.train_transformer import TransformerTrainSettings, train_transformer
+from medner_udf.config import CONF_DIR, corpus_path, load_settings, parse_overrides
+from medner_udf.corpus.maccrobat import read_corpus
+from medner_udf.taggers.base import Tagger, load_tagger
+from medner_udf.text.tokens import tokenize
+from medner_udf.training.bilstm import TrainSettings, train_bilstm
+from medner_udf.training.transformer import TransformerTrainSettings, train_transformer
 
 
 def time_tagging(tagger: Tagger, texts: list[str], batch_size: int, repeats: int) -> float:

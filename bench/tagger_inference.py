@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from medner_udf.corpus import read_corpus
-from medner_udf.settings import corpus_path
-from medner_udf.tagger import load_tagger
-from medner_udf.text import tokenize
+from medner_udf.config import corpus_path
+from medner_udf.corpus.maccrobat import read_corpus
+from medner_udf.taggers.base import load_tagger
+from medner_udf.text.tokens import tokenize
 
 
 def main(argv: list[str] | None = None) -> int:

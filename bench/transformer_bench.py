@@ -31,16 +31,16 @@ from typing import Any
 
 import torch
 
-from medner_udf.corpus import read_corpus
-from medner_udf.scoring import score_spans
-from medner_udf.settings import load_settings
-from medner_udf.text import tokenize
-from medner_udf.train import gold_spans
-from medner_udf.train_transformer import (
+from medner_udf.config import load_settings
+from medner_udf.corpus.maccrobat import read_corpus
+from medner_udf.evaluation.scoring import score_spans
+from medner_udf.taggers.transformer import TransformerTagger
+from medner_udf.text.tokens import tokenize
+from medner_udf.training.bilstm import gold_spans
+from medner_udf.training.transformer import (
     TransformerTrainSettings,
     train_transformer,
 )
-from medner_udf.transformer_tagger import TransformerTagger
 
 log = logging.getLogger("transformer_bench")
 

@@ -44,7 +44,7 @@ def _worker_peaks(peaks: dict[int, int], stop: threading.Event) -> None:
 
 def run_job(model: Path, notes_dir: Path, out: Path, master: str) -> tuple[int, int, float]:
     """(largest worker peak RSS in MiB, worker processes seen, seconds) of one job run."""
-    from medner_udf.spark import spark_submit_command, submit_environment
+    from medner_udf.extraction.session import spark_submit_command, submit_environment
 
     if out.exists():
         shutil.rmtree(out)

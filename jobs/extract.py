@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from medner_udf.cli_extract import extract
+from medner_udf.cli.extract import extract
 
 
 def main(argv: list[str] | None = None) -> int:

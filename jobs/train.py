@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from medner_udf.cli import main as cli_main
+from medner_udf.cli.main import main as cli_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:

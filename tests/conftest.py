@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medner_udf.corpus import Document, read_corpus
+from medner_udf.corpus.maccrobat import Document, read_corpus
 
 # The corpus lives beside every checkout (never inside it); tests that need it skip when it is absent.
 _CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "maccrobat" / "MACCROBAT2020"

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from medner_udf.artifact import ArtifactError
-from medner_udf.bilstm_tagger import BiLstmCnnCrfTagger
-from medner_udf.corpus import Document
-from medner_udf.dataset import to_sentences
-from medner_udf.scheme import tag_set
-from medner_udf.tagger import load_tagger
-from medner_udf.types import Span
+from medner_udf.corpus.dataset import to_sentences
+from medner_udf.corpus.maccrobat import Document
+from medner_udf.taggers.artifact import ArtifactError
+from medner_udf.taggers.base import load_tagger
+from medner_udf.taggers.bilstm import BiLstmCnnCrfTagger
+from medner_udf.text.scheme import tag_set
+from medner_udf.text.types import Span
 
 NOTES = [
     "A 45-year-old man presented with chest pain.",

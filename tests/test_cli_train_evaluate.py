@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from medner_udf.cli import main
-from medner_udf.corpus import DEV_IDS, read_corpus
+from medner_udf.cli.main import main
+from medner_udf.corpus.maccrobat import DEV_IDS, read_corpus
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medner_udf.corpus import DEV_IDS, TEST_IDS, Document, corpus_stats, read_corpus
+from medner_udf.corpus.maccrobat import DEV_IDS, TEST_IDS, Document, corpus_stats, read_corpus
 
 
 def test_standard_split_is_20_20_160_and_disjoint(corpus_dir: Path) -> None:

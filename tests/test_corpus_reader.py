@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from medner_udf.corpus import CorpusError, read_corpus, read_document
-from medner_udf.types import Span
+from medner_udf.corpus.maccrobat import CorpusError, read_corpus, read_document
+from medner_udf.text.types import Span
 
 Writer = Callable[[Path, str, str, str | None], Path]
 

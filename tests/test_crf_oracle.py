@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medner_udf.models.crf import CRF
-from medner_udf.scheme import allowed_transitions, tag_set, tags_to_token_spans
+from medner_udf.text.scheme import allowed_transitions, tag_set, tags_to_token_spans
 
 NUM_TAGS = 5
 SEQ_LEN = 3

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medner_udf.evaluate import confusion_labels
-from medner_udf.plots import confusion_matrix, plot_confusion, plot_type_histogram
-from medner_udf.scoring import token_label_pairs
-from medner_udf.types import Span
+from medner_udf.evaluation.plots import confusion_matrix, plot_confusion, plot_type_histogram
+from medner_udf.evaluation.report import confusion_labels
+from medner_udf.evaluation.scoring import token_label_pairs
+from medner_udf.text.types import Span
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from medner_udf.artifact import ArtifactInfo
-from medner_udf.corpus import read_corpus
-from medner_udf.evaluate import evaluate_tagger
-from medner_udf.tagger import Tagger
-from medner_udf.types import Entity, Span
+from medner_udf.corpus.maccrobat import read_corpus
+from medner_udf.evaluation.report import evaluate_tagger
+from medner_udf.taggers.artifact import ArtifactInfo
+from medner_udf.taggers.base import Tagger
+from medner_udf.text.types import Entity, Span
 
 # Per document (by its text's first word): spans the fake returns instead of the gold ones.
 # 1002: CT gets the wrong label, "mass" loses its last character; 1003: a spurious "denied";

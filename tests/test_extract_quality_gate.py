@@ -10,10 +10,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medner_udf.extract import check_run_quality
-from medner_udf.gazetteer import GazetteerTagger
-from medner_udf.tables import Changes, DataFile, open_table
-from medner_udf.udf import ENTITIES_SCHEMA, STATUS_SCHEMA
+from medner_udf.extraction.executor import ENTITIES_SCHEMA, STATUS_SCHEMA
+from medner_udf.extraction.job import check_run_quality
+from medner_udf.extraction.tables import Changes, DataFile, open_table
+from medner_udf.taggers.gazetteer import GazetteerTagger
 
 
 def commit(folder: Path, schema: pa.Schema, rows: list[dict[str, Any]]) -> None:

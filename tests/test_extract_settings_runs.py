@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from medner_udf.artifact import ArtifactError
-from medner_udf.cli_extract import settings_from
-from medner_udf.extract import ExtractError, ExtractSettings, check_settings, choose_run
-from medner_udf.gazetteer import GazetteerTagger
+from medner_udf.cli.extract import settings_from
+from medner_udf.extraction.job import ExtractError, ExtractSettings, check_settings, choose_run
+from medner_udf.taggers.artifact import ArtifactError
+from medner_udf.taggers.gazetteer import GazetteerTagger
 
 
 def test_choose_run_reruns_only_the_latest_run() -> None:
@@ -66,7 +66,7 @@ def test_shipping_an_artifact_reuses_one_zip_and_leaves_no_staging(
     import tempfile
     import zipfile
 
-    from medner_udf.extract import _ship_artifact
+    from medner_udf.extraction.job import _ship_artifact
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from medner_udf.corpus import read_corpus
-from medner_udf.dataset import to_sentences
-from medner_udf.feature_crf import (
+from medner_udf.corpus.dataset import to_sentences
+from medner_udf.corpus.maccrobat import read_corpus
+from medner_udf.evaluation.feature_crf import (
     predict_docs,
     sentence_features,
     short_shape,
     train_feature_crf,
     word_shape,
 )
-from medner_udf.scoring import score_spans
+from medner_udf.evaluation.scoring import score_spans
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from medner_udf import gazetteer
-from medner_udf.artifact import ArtifactError, write_json
-from medner_udf.corpus import Document
-from medner_udf.gazetteer import GazetteerTagger
-from medner_udf.tagger import load_tagger
-from medner_udf.types import Span
+from medner_udf.corpus.maccrobat import Document
+from medner_udf.taggers import gazetteer
+from medner_udf.taggers.artifact import ArtifactError, write_json
+from medner_udf.taggers.base import load_tagger
+from medner_udf.taggers.gazetteer import GazetteerTagger
+from medner_udf.text.types import Span
 
 TERMS = [
     ("chest pain", "Sign_symptom"),

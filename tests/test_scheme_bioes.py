@@ -8,17 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medner_udf.corpus import Document
-from medner_udf.dataset import to_sentences
-from medner_udf.scheme import (
+from medner_udf.corpus.dataset import to_sentences
+from medner_udf.corpus.maccrobat import Document
+from medner_udf.text.scheme import (
     allowed_transitions,
     flatten,
     spans_to_tags,
     tag_set,
     tags_to_token_spans,
 )
-from medner_udf.text import tokenize
-from medner_udf.types import Span, Token
+from medner_udf.text.tokens import tokenize
+from medner_udf.text.types import Span, Token
 
 
 def test_flatten_keeps_longest_first_and_reports_drops() -> None:

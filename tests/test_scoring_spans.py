@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from medner_udf.corpus import Document
-from medner_udf.scoring import PRF, Scores, format_table, score_spans, seqeval_scores
-from medner_udf.types import Span
+from medner_udf.corpus.maccrobat import Document
+from medner_udf.evaluation.scoring import PRF, Scores, format_table, score_spans, seqeval_scores
+from medner_udf.text.types import Span
 
 AGE = Span(2, 13, "Age")
 SEX = Span(14, 17, "Sex")

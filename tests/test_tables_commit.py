@@ -13,7 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from medner_udf.tables import Changes, DataFile, TableError, detect_format, open_table, plan_row_removal
+from medner_udf.extraction.tables import (
+    Changes,
+    DataFile,
+    TableError,
+    detect_format,
+    open_table,
+    plan_row_removal,
+)
 
 SCHEMA = pa.schema([("record_id", pa.string()), ("n", pa.int64())])
 

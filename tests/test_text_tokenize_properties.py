@@ -1,4 +1,4 @@
-"""Property tests for medner_udf.text over arbitrary Unicode (surrogates, controls, \\r\\n and \\r)."""
+"""Property tests for medner_udf.text.tokens over arbitrary Unicode (surrogates, controls, \\r\\n and \\r)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from medner_udf.text import segment, tokenize
+from medner_udf.text.tokens import segment, tokenize
 
 # Every code point category, lone surrogates included (they are legal in a Python str and do turn
 # up in badly decoded exports); line endings and controls are mixed in on purpose.

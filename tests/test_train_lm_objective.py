@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medner_udf.dataset import Sentence
-from medner_udf.train import NeighbourWordObjective, TrainSettings
-from medner_udf.types import Token
+from medner_udf.corpus.dataset import Sentence
+from medner_udf.text.types import Token
+from medner_udf.training.bilstm import NeighbourWordObjective, TrainSettings
 
 
 def _sentence(words: list[str]) -> Sentence:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medner_udf.train import TrainSettings, WeightAverage
+from medner_udf.training.bilstm import TrainSettings, WeightAverage
 
 
 def test_weight_average_follows_the_warmed_up_recurrence_and_swaps_back() -> None:

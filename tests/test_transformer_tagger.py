@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from medner_udf.artifact import ArtifactError
-from medner_udf.corpus import Document
-from medner_udf.scheme import tag_set
-from medner_udf.tagger import load_tagger
-from medner_udf.train_transformer import build_training_data
-from medner_udf.transformer_tagger import TransformerTagger
-from medner_udf.types import Span
+from medner_udf.corpus.maccrobat import Document
+from medner_udf.taggers.artifact import ArtifactError
+from medner_udf.taggers.base import load_tagger
+from medner_udf.taggers.transformer import TransformerTagger
+from medner_udf.text.scheme import tag_set
+from medner_udf.text.types import Span
+from medner_udf.training.transformer import build_training_data
 
 pytest.importorskip("transformers")
 
@@ -373,7 +373,7 @@ def test_transformer_artifact_serves_through_the_extraction_udf(
     # registry + per-worker cache), exactly as an executor does; no Spark needed.
     import pandas as pd
 
-    from medner_udf.udf import UdfConfig, note_hash, tag_frame
+    from medner_udf.extraction.executor import UdfConfig, note_hash, tag_frame
 
     out = fitted_bert.save(tmp_path / "served")
     text = make_doc("d1", SENTENCES).text

@@ -11,8 +11,8 @@ import torch
 # The tiny-encoder builder lives with the tagger tests (pytest puts tests/ on sys.path).
 from test_transformer_tagger import make_encoder_dir
 
-from medner_udf.train_transformer import TransformerTrainSettings, linear_warmup_decay, train_transformer
-from medner_udf.transformer_tagger import TransformerTagger
+from medner_udf.taggers.transformer import TransformerTagger
+from medner_udf.training.transformer import TransformerTrainSettings, linear_warmup_decay, train_transformer
 
 
 def test_transformer_train_writes_a_loadable_artifact(corpus_dir: Path, tmp_path: Path) -> None:

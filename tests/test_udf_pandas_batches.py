@@ -12,10 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from medner_udf.gazetteer import GazetteerTagger
-from medner_udf.tagger import Tagger
-from medner_udf.types import Entity
-from medner_udf.udf import (
+from medner_udf.extraction.executor import (
     MODEL_CACHE,
     UdfConfig,
     choose_device,
@@ -24,6 +21,9 @@ from medner_udf.udf import (
     tag_frame,
     write_batches,
 )
+from medner_udf.taggers.base import Tagger
+from medner_udf.taggers.gazetteer import GazetteerTagger
+from medner_udf.text.types import Entity
 
 TAGGER = GazetteerTagger.from_terms([("fever", "Sign_symptom"), ("aspirin", "Medication")])
 CFG = UdfConfig(artifact="unused", model_name="g", model_version="1", run_id="r1", batch_size=2)

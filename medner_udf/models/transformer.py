@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from medner_udf.models.crf import CRF
-from medner_udf.scheme import allowed_transitions
+from medner_udf.text.scheme import allowed_transitions
 
 HEADS = ("crf", "softmax")
 SCOPES = ("note", "segment")

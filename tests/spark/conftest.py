@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from medner_udf.gazetteer import GazetteerTagger
-from medner_udf.spark import build_session
+from medner_udf.extraction.session import build_session
+from medner_udf.taggers.gazetteer import GazetteerTagger
 
 # Terms of the test gazetteer: every Spark test tags with these, so expected entities are exact.
 TERMS = [

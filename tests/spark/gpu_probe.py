@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from medner_udf.spark import build_session
-from medner_udf.udf import choose_device, task_resources
+from medner_udf.extraction.executor import choose_device, task_resources
+from medner_udf.extraction.session import build_session
 
 
 def probe(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

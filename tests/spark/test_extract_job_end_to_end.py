@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from medner_udf.extract import ExtractError, ExtractSettings, run_extract
-from medner_udf.sql import run_sql
-from medner_udf.tables import open_table
+from medner_udf.extraction.job import ExtractError, ExtractSettings, run_extract
+from medner_udf.extraction.sql import run_sql
+from medner_udf.extraction.tables import open_table
 
 pytestmark = pytest.mark.spark
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from medner_udf.spark import spark_submit_command, submit_environment
+from medner_udf.extraction.session import spark_submit_command, submit_environment
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

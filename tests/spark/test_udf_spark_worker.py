@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from medner_udf.udf import TAGGED_SCHEMA_DDL, UdfConfig, note_hash, tag_batches
+from medner_udf.extraction.executor import TAGGED_SCHEMA_DDL, UdfConfig, note_hash, tag_batches
 
 pytestmark = pytest.mark.spark
 
@@ -50,7 +50,7 @@ def test_model_loads_once_per_worker_and_batches_stay_bounded(spark: Any, gazett
         # Runs in the worker: report which process tagged, and what the installed module's cache saw.
         import os
 
-        from medner_udf import udf
+        from medner_udf.extraction import executor as udf
 
         udf.reset_batch_stats()
         for frame in batches:

@@ -1,0 +1,123 @@
+"""The README's main command: the whole path from corpus to SQL on local Spark, in a few minutes.
+
+1. Find the newest trained model under ``models/`` (the full model if one was trained, else the
+   quick demo model), training the quick demo profile of ``conf/train.toml`` if there is none.
+2. Build a notes table (Parquet: ``record_id``, ``text``) from the corpus texts.
+3. Run ``spark-submit jobs/extract.py`` on ``local[2]``: Delta tables under ``out/demo/warehouse``.
+4. Print the answer to a sample SQL query over the entities table.
+
+    python -m medner_udf.cli.demo [--corpus PATH] [--out out/demo] [--model PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medner_udf.config import CONF_DIR, REPO_ROOT, corpus_path, load_settings
+from medner_udf.corpus.maccrobat import read_corpus
+
+log = logging.getLogger("medner.demo")
+
+FULL_MODEL = "maccrobat-bilstm-cnn-crf"
+QUICK_PROFILE = "bilstm-cnn-crf-quick"
+SAMPLE_QUERY = """
+SELECT label, count(*) AS mentions, count(DISTINCT record_id) AS notes, round(avg(score), 3) AS mean_score
+FROM entities GROUP BY label ORDER BY mentions DESC LIMIT 12
+"""
+
+
+def newest_artifact(models_dir: Path, name: str) -> Path | None:
+    """The newest version (versions sort by time) of ``name`` that has a complete artifact."""
+    versions = sorted(p for p in (models_dir / name).glob("*") if (p / "model.safetensors").is_file())
+    return versions[-1] if versions else None
+
+
+def ensure_model(models_dir: Path, corpus: Path) -> Path:
+    from medner_udf.training.bilstm import TrainSettings, train_bilstm
+
+    quick = load_settings(TrainSettings, CONF_DIR / "train.toml", table=QUICK_PROFILE)
+    for name in (FULL_MODEL, quick.name):
+        found = newest_artifact(models_dir, name)
+        if found is not None:
+            log.info("using model %s", found)
+            return found
+    log.info("no model yet: training the quick demo profile (%s)", QUICK_PROFILE)
+    settings = load_settings(
+        TrainSettings,
+        CONF_DIR / "train.toml",
+        {"corpus": str(corpus), "output_dir": str(models_dir)},
+        table=QUICK_PROFILE,
+    )
+    return train_bilstm(settings).artifact_dir
+
+
+def write_notes_table(corpus: Path, path: Path) -> int:
+    docs = read_corpus(corpus, "all")
+    table = pa.table({"record_id": [d.doc_id for d in docs], "text": [d.text for d in docs]})
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path / "part-00000.parquet")
+    return len(docs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description="medner end to end on local Spark")
+    parser.add_argument("--corpus", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "demo")
+    parser.add_argument("--model", type=Path, default=None, help="artifact to use (default: newest)")
+    args = parser.parse_args(argv)
+
+    corpus = corpus_path(args.corpus)
+    model = args.model or ensure_model(REPO_ROOT / "models", corpus)
+    notes = args.out / "notes"
+    warehouse = args.out / "warehouse"
+    n = write_notes_table(corpus, notes)
+    log.info("notes table: %d records at %s", n, notes)
+
+    from medner_udf.extraction.session import spark_submit_command, submit_environment
+
+    cmd = spark_submit_command(
+        REPO_ROOT / "jobs" / "extract.py",
+        [
+            "--input",
+            str(notes),
+            "--output",
+            str(warehouse),
+            "--model",
+            str(model),
+            "--output-format",
+            "delta",
+        ],
+        master="local[2]",
+        conf={"spark.driver.memory": "2g", "spark.log.level": "WARN"},
+    )
+    env = submit_environment()
+    log.info("running: spark-submit jobs/extract.py ... (model %s)", model.name)
+    subprocess.run(cmd, check=True, env=env, cwd=REPO_ROOT)
+
+    from medner_udf.extraction.session import build_session
+    from medner_udf.extraction.sql import run_sql
+
+    quiet = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"}
+    spark = build_session(quiet, app_name="medner-demo-sql", master="local[2]")
+    try:
+        print("\nSQL> " + " ".join(SAMPLE_QUERY.split()))
+        run_sql(spark, warehouse, SAMPLE_QUERY).show(truncate=False)
+        run_sql(
+            spark, warehouse, "SELECT status, count(*) AS records FROM record_status GROUP BY status"
+        ).show()
+    finally:
+        spark.stop()
+    print(f"tables: {warehouse}/entities and {warehouse}/record_status (Delta)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

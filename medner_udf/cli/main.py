@@ -1,0 +1,199 @@
+"""The ``medner`` command line: the same functions the spark-submit jobs call.
+
+medner corpus-stats            counts and the entity-type histogram of the corpus
+medner train                   fit a tagger, write a versioned artifact
+medner evaluate --model PATH   score an artifact on a split against the gold .ann spans
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from medner_udf.cli.extract import extract as extract_cmd
+from medner_udf.cli.extract import sql as sql_cmd
+from medner_udf.config import CONF_DIR, corpus_path, load_settings, parse_overrides
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """medner: clinical named-entity recognition for EHR warehouses."""
+    _setup_logging(verbose)
+
+
+@main.command("corpus-stats")
+@click.option("--corpus", type=click.Path(path_type=Path), help="MACCROBAT2020 folder.")
+@click.option("--split", type=click.Choice(["all", "train", "dev", "test"]), default="all", show_default=True)
+@click.option(
+    "--plot", type=click.Path(path_type=Path), default=Path("out/entity_types.png"), show_default=True
+)
+def corpus_stats_cmd(corpus: Path | None, split: str, plot: Path) -> None:
+    """Print corpus counts, the flattening loss, and draw the entity-type histogram."""
+    from medner_udf.corpus.dataset import to_sentences
+    from medner_udf.corpus.maccrobat import corpus_stats, read_corpus
+    from medner_udf.evaluation.plots import plot_type_histogram
+
+    docs = read_corpus(corpus_path(corpus), split)
+    stats = corpus_stats(docs)
+    _, flat = to_sentences(docs)
+    click.echo(f"documents      {stats.n_documents:>8,}")
+    click.echo(f"characters     {stats.n_characters:>8,}")
+    click.echo(f"tokens         {stats.n_tokens:>8,}")
+    click.echo(f"lines          {stats.n_lines:>8,}")
+    click.echo(f"mentions (T)   {stats.n_mentions:>8,}  in {len(stats.type_counts)} types")
+    click.echo(f"discontinuous  {stats.n_discontinuous:>8,}")
+    click.echo(
+        f"flattening drops {flat.n_dropped:,} mentions ({100 * flat.dropped_fraction:.1f}%) "
+        f"in {flat.n_docs_affected} documents (longest-first policy)"
+    )
+    click.echo(
+        "other annotation lines: " + ", ".join(f"{k} {v:,}" for k, v in sorted(stats.other_lines.items()))
+    )
+    click.echo("")
+    for label, count in stats.type_counts.most_common():
+        click.echo(f"  {label:<24} {count:>6,}")
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    plot_type_histogram(stats.type_counts, plot, title=f"MACCROBAT2020 entity types ({split})")
+    click.echo(f"\nhistogram written to {plot}")
+
+
+@main.command("train")
+@click.option(
+    "--model",
+    "model_kind",
+    type=click.Choice(["bilstm-cnn-crf", "transformer"]),
+    default="bilstm-cnn-crf",
+    show_default=True,
+)
+@click.option(
+    "--config", type=click.Path(path_type=Path), help="TOML settings file (default: conf/train*.toml)."
+)
+@click.option("--profile", help="Table of the settings file to use (default: the model kind).")
+@click.option("--corpus", type=click.Path(path_type=Path), help="MACCROBAT2020 folder.")
+@click.option(
+    "--output-dir", type=click.Path(path_type=Path), help="Where artifacts go (<dir>/<name>/<version>)."
+)
+@click.option("--seed", type=int)
+@click.option("--encoder", type=click.Path(path_type=Path), help="Transformer: local checkpoint folder.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any setting.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train_cmd(
+    model_kind: str,
+    config: Path | None,
+    profile: str | None,
+    corpus: Path | None,
+    output_dir: Path | None,
+    seed: int | None,
+    encoder: Path | None,
+    overrides: tuple[str, ...],
+    quiet: bool,
+) -> None:
+    """Train a tagger on MACCROBAT and write a versioned artifact with metrics and a model card."""
+    result = run_train(model_kind, config, profile, corpus, output_dir, seed, encoder, overrides, not quiet)
+    click.echo(json.dumps(result, indent=2))
+
+
+def run_train(
+    model_kind: str,
+    config: Path | None = None,
+    profile: str | None = None,
+    corpus: Path | None = None,
+    output_dir: Path | None = None,
+    seed: int | None = None,
+    encoder: Path | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Shared by ``medner train`` and ``jobs/train.py``; returns a JSON-ready summary."""
+    values: dict[str, Any] = parse_overrides(list(overrides))
+    for key, value in (("corpus", corpus), ("output_dir", output_dir), ("seed", seed)):
+        if value is not None:
+            values[key] = str(value) if isinstance(value, Path) else value
+    if model_kind == "bilstm-cnn-crf":
+        if encoder is not None:
+            raise click.UsageError("--encoder applies to --model transformer only")
+        from medner_udf.training.bilstm import TrainSettings, train_bilstm
+
+        settings = load_settings(
+            TrainSettings, config or CONF_DIR / "train.toml", values, table=profile or model_kind
+        )
+        result = train_bilstm(settings, show_progress=show_progress)
+        metrics = result.metrics
+        artifact_dir = result.artifact_dir
+    else:
+        from medner_udf.training.transformer import TransformerTrainSettings, train_transformer
+
+        if encoder is not None:
+            values["encoder"] = str(encoder)
+        tsettings = load_settings(
+            TransformerTrainSettings,
+            config or CONF_DIR / "train-transformer.toml",
+            values,
+            table=profile or model_kind,
+        )
+        tresult = train_transformer(tsettings)
+        metrics = tresult.metrics
+        artifact_dir = tresult.artifact_dir
+    summary: dict[str, Any] = {
+        "artifact": str(artifact_dir),
+        "best_epoch": metrics.get("best_epoch"),
+        "train_minutes": metrics.get("train_minutes"),
+        "dev_strict_f1": metrics.get("dev", {}).get("strict", {}).get("f1"),
+    }
+    if "test" in metrics:
+        summary["test_strict_f1"] = metrics["test"]["strict"]["f1"]
+    return summary
+
+
+@main.command("evaluate")
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path), help="Artifact folder.")
+@click.option(
+    "--split", type=click.Choice(["train", "dev", "test", "all"]), default="test", show_default=True
+)
+@click.option("--corpus", type=click.Path(path_type=Path), help="MACCROBAT2020 folder.")
+@click.option(
+    "--out", "out_dir", type=click.Path(path_type=Path), help="Report folder (default: <model>/eval-<split>)."
+)
+@click.option("--batch-size", type=int)
+@click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")
+def evaluate_cmd(
+    model_dir: Path,
+    split: str,
+    corpus: Path | None,
+    out_dir: Path | None,
+    batch_size: int | None,
+    device: str | None,
+) -> None:
+    """Score an artifact against the gold .ann spans: strict/relaxed/macro/per-type, seqeval, confusion."""
+    from medner_udf.corpus.maccrobat import read_corpus
+    from medner_udf.evaluation.report import evaluate_tagger
+    from medner_udf.taggers.base import load_tagger
+
+    tagger = load_tagger(model_dir, device=device)
+    docs = read_corpus(corpus_path(corpus), split)
+    out = out_dir or model_dir / f"eval-{split}"
+    report = evaluate_tagger(tagger, docs, out, batch_size=batch_size)
+    click.echo((out / "per_type.txt").read_text(encoding="utf-8") if (out / "per_type.txt").exists() else "")
+    click.echo(json.dumps({k: report[k] for k in ("strict", "relaxed", "macro_f1") if k in report}, indent=2))
+    click.echo(f"report written to {out}")
+
+
+main.add_command(extract_cmd)
+main.add_command(sql_cmd)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Evaluating a trained tagger on gold documents: scores, predictions and figures in one folder.
+
+``evaluate_tagger`` writes into ``out_dir``:
+
+- ``scores.json``: strict/relaxed/macro/per-type entity scores, the seqeval (conlleval-like) figure
+  for comparison with published tables, model name and version, the document ids, the number of
+  documents and the tagging throughput;
+- ``predictions.jsonl``: one document per line, ``{"doc_id": ..., "entities": [{"start", "end",
+  "label", "score"}, ...]}`` (offsets only: no note text leaves the corpus through this file);
+- ``per_type.txt``: the plain-text per-type table;
+- ``confusion.png``: the token-level gold-type x predicted-type confusion matrix.
+
+Scores are always against all gold mentions (not the flattened ones), so what a flat tagger cannot
+represent shows up as lost recall. Nothing here logs note text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medner_udf.corpus.maccrobat import Document, read_corpus
+from medner_udf.evaluation.plots import confusion_matrix, plot_confusion
+from medner_udf.evaluation.scoring import format_table, score_spans, seqeval_scores, token_label_pairs
+from medner_udf.taggers.artifact import write_json
+from medner_udf.text.scheme import OUTSIDE
+from medner_udf.text.tokens import tokenize
+from medner_udf.text.types import Entity, Span
+
+if TYPE_CHECKING:  # importing the tagger module pulls in torch; only its type is needed here
+    from medner_udf.taggers.base import Tagger
+
+log = logging.getLogger(__name__)
+
+SCORES_FILE = "scores.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+TABLE_FILE = "per_type.txt"
+CONFUSION_FILE = "confusion.png"
+
+
+def _check_entities(doc: Document, entities: Sequence[Entity]) -> None:
+    for e in entities:
+        if not 0 <= e.begin < e.end <= len(doc.text):
+            raise ValueError(
+                f"tagger returned entity {e.begin}-{e.end} ({e.label}) outside document {doc.doc_id} "
+                f"(length {len(doc.text)})"
+            )
+
+
+def confusion_labels(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """Types ordered by gold token frequency (then predicted, then name), with ``O`` last.
+
+    ``O`` goes last although it is the most frequent: it would otherwise take the top-left corner
+    that readers look at first, and the entity types are what the figure is about.
+    """
+    gold_counts = Counter(g for g, _ in pairs)
+    pred_counts = Counter(p for _, p in pairs)
+    types = (set(gold_counts) | set(pred_counts)) - {OUTSIDE}
+    ordered = sorted(types, key=lambda t: (-gold_counts[t], -pred_counts[t], t))
+    return [*ordered, OUTSIDE]
+
+
+def evaluate_tagger(
+    tagger: Tagger,
+    docs: Sequence[Document],
+    out_dir: Path,
+    batch_size: int | None = None,
+    split: str | None = None,
+) -> dict[str, Any]:
+    """Tag ``docs`` with ``tagger``, score against their gold mentions and write the report files.
+
+    Returns the dict written to ``scores.json``. ``split`` is only recorded.
+    """
+    if not docs:
+        raise ValueError("docs is empty: nothing to evaluate")
+    ids = [d.doc_id for d in docs]
+    duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if duplicates:
+        raise ValueError(f"duplicate document ids: {duplicates[:5]}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    predicted = tagger.tag([d.text for d in docs], batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    if len(predicted) != len(docs):
+        raise ValueError(f"tagger returned {len(predicted)} results for {len(docs)} documents")
+    for doc, entities in zip(docs, predicted, strict=True):
+        _check_entities(doc, entities)
+    n_tokens = sum(len(tokenize(d.text)) for d in docs)
+
+    gold = {d.doc_id: d.mentions for d in docs}
+    pred: dict[str, list[Span]] = {
+        d.doc_id: [e.span for e in entities] for d, entities in zip(docs, predicted, strict=True)
+    }
+    scores = score_spans(gold, pred)
+    result: dict[str, Any] = {
+        "model_name": tagger.name,
+        "model_version": tagger.version,
+        "split": split,
+        "n_docs": len(docs),
+        "doc_ids": ids,
+        "n_tokens": n_tokens,
+        "tag_seconds": round(seconds, 4),
+        "tokens_per_second": round(n_tokens / seconds, 1) if seconds > 0 else None,
+        **scores.to_dict(),
+        "seqeval": seqeval_scores(docs, pred),
+    }
+    write_json(out_dir / SCORES_FILE, result)
+
+    with open(out_dir / PREDICTIONS_FILE, "w", encoding="utf-8") as fh:
+        for doc, entities in zip(docs, predicted, strict=True):
+            row = {
+                "doc_id": doc.doc_id,
+                "entities": [
+                    {"start": e.begin, "end": e.end, "label": e.label, "score": float(e.score)}
+                    for e in sorted(entities, key=lambda e: (e.begin, e.end, e.label))
+                ],
+            }
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    (out_dir / TABLE_FILE).write_text(format_table(scores), encoding="utf-8")
+
+    pairs = [pair for d in docs for pair in token_label_pairs(d.text, d.mentions, pred[d.doc_id])]
+    labels = confusion_labels(pairs)
+    plot_confusion(
+        confusion_matrix(pairs, labels),
+        labels,
+        out_dir / CONFUSION_FILE,
+        title=f"{tagger.name} {tagger.version}: token-level confusion (rows: gold, row-normalised)",
+    )
+    log.info(
+        "evaluated %s/%s on %d docs: strict F1 %.4f, relaxed F1 %.4f, %.0f tokens/s",
+        tagger.name,
+        tagger.version,
+        len(docs),
+        scores.strict.f1,
+        scores.relaxed.f1,
+        result["tokens_per_second"] or 0.0,
+    )
+    return result
+
+
+def evaluate_path(
+    model_dir: Path | str,
+    corpus_dir: Path | str,
+    split: str,
+    out_dir: Path | str,
+    batch_size: int | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Load the artifact in ``model_dir`` and evaluate it on ``split`` of the corpus."""
+    from medner_udf.taggers.base import load_tagger
+
+    if split not in ("train", "dev", "test", "all"):
+        raise ValueError(f"split must be train, dev, test or all, got {split!r}")
+    tagger = load_tagger(model_dir, device=device)
+    docs = read_corpus(corpus_dir, split)
+    return evaluate_tagger(tagger, docs, Path(out_dir), batch_size=batch_size, split=split)

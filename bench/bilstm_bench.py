@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from medner_udf.config import CONF_DIR, corpus_path, load_settings
+from medner_udf.config import conf_file, load_settings
 from medner_udf.corpus.dataset import to_sentences
-from medner_udf.corpus.maccrobat import read_corpus
+from medner_udf.corpus.maccrobat import corpus_path, read_corpus
 from medner_udf.evaluation.feature_crf import (
     DEFAULT_C1,
     DEFAULT_C2,
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine_cores": torch.get_num_threads(), "seeds": args.seeds}
     test_docs = read_corpus(root, "test")
 
-    base = load_settings(TrainSettings, CONF_DIR / "train.toml", table="bilstm-cnn-crf")
+    base = load_settings(TrainSettings, conf_file("train.toml"), table="bilstm-cnn-crf")
     runs: dict[str, list[float]] = {k: [] for k in (
         "dev_strict_f1", "test_strict_f1", "test_relaxed_f1", "test_macro_f1", "minutes_to_best_dev",
         "train_minutes", "best_epoch", "epochs_run", "tokens_per_second_per_core")}  # fmt: skip

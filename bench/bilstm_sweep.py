@@ -24,7 +24,8 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from medner_udf.config import CONF_DIR, corpus_path, load_settings, parse_overrides
+from medner_udf.config import conf_file, load_settings, parse_overrides
+from medner_udf.corpus.maccrobat import corpus_path
 from medner_udf.training.bilstm import TrainSettings, train_bilstm
 
 
@@ -43,7 +44,7 @@ def _run(
     # A variant may set its own seed (to gauge seed noise under one name per run).
     values = {**common, "seed": seed, **overrides, "evaluate_test": False}
     values["version"] = f"sweep-{name}-s{values['seed']}"
-    settings = load_settings(TrainSettings, CONF_DIR / "train.toml", values, table="bilstm-cnn-crf")
+    settings = load_settings(TrainSettings, conf_file("train.toml"), values, table="bilstm-cnn-crf")
     started = time.monotonic()
     metrics = train_bilstm(settings, show_progress=False).metrics
     best = metrics["history"][metrics["best_epoch"] - 1]

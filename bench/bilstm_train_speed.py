@@ -30,9 +30,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from medner_udf.config import corpus_path
 from medner_udf.corpus.dataset import Sentence, to_sentences
-from medner_udf.corpus.maccrobat import read_corpus
+from medner_udf.corpus.maccrobat import corpus_path, read_corpus
 from medner_udf.models.bilstm_cnn_crf import BiLstmCnnCrf
 from medner_udf.models.crf import _alphas
 from medner_udf.taggers.bilstm import BiLstmCnnCrfTagger

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from medner_udf.config import CONF_DIR, corpus_path, load_settings, parse_overrides
-from medner_udf.corpus.maccrobat import read_corpus
+from medner_udf.config import conf_file, load_settings, parse_overrides
+from medner_udf.corpus.maccrobat import corpus_path, read_corpus
 from medner_udf.taggers.base import Tagger, load_tagger
 from medner_udf.text.tokens import tokenize
 from medner_udf.training.bilstm import TrainSettings, train_bilstm
@@ -90,11 +90,11 @@ def train_on_gpu(which: str, values: dict[str, Any]) -> tuple[str, Path, dict[st
     """Train ``which`` ("bilstm" or "transformer") from its shipped settings plus ``values``;
     return (artifact kind, artifact folder, metrics)."""
     if which == "bilstm":
-        settings = load_settings(TrainSettings, CONF_DIR / "train.toml", values, "bilstm-cnn-crf")
+        settings = load_settings(TrainSettings, conf_file("train.toml"), values, "bilstm-cnn-crf")
         result = train_bilstm(settings, show_progress=False)
         return "bilstm-cnn-crf", result.artifact_dir, result.metrics
     tsettings = load_settings(
-        TransformerTrainSettings, CONF_DIR / "train-transformer.toml", values, "transformer"
+        TransformerTrainSettings, conf_file("train-transformer.toml"), values, "transformer"
     )
     tresult = train_transformer(replace(tsettings, progress=False))
     return "transformer", tresult.artifact_dir, tresult.metrics

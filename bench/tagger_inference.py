@@ -15,8 +15,7 @@ from pathlib import Path
 
 import torch
 
-from medner_udf.config import corpus_path
-from medner_udf.corpus.maccrobat import read_corpus
+from medner_udf.corpus.maccrobat import corpus_path, read_corpus
 from medner_udf.taggers.base import load_tagger
 from medner_udf.text.tokens import tokenize
 

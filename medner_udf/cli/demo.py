@@ -20,10 +20,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medner_udf.config import CONF_DIR, REPO_ROOT, corpus_path, load_settings
-from medner_udf.corpus.maccrobat import read_corpus
+from medner_udf.config import conf_file, load_settings
+from medner_udf.corpus.maccrobat import corpus_path, read_corpus
 
 log = logging.getLogger("medner.demo")
+
+# The checkout this module runs from (the demo drives its jobs/extract.py and models/ folder).
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 FULL_MODEL = "maccrobat-bilstm-cnn-crf"
 QUICK_PROFILE = "bilstm-cnn-crf-quick"
@@ -42,7 +45,7 @@ def newest_artifact(models_dir: Path, name: str) -> Path | None:
 def ensure_model(models_dir: Path, corpus: Path) -> Path:
     from medner_udf.training.bilstm import TrainSettings, train_bilstm
 
-    quick = load_settings(TrainSettings, CONF_DIR / "train.toml", table=QUICK_PROFILE)
+    quick = load_settings(TrainSettings, conf_file("train.toml"), table=QUICK_PROFILE)
     for name in (FULL_MODEL, quick.name):
         found = newest_artifact(models_dir, name)
         if found is not None:
@@ -51,7 +54,7 @@ def ensure_model(models_dir: Path, corpus: Path) -> Path:
     log.info("no model yet: training the quick demo profile (%s)", QUICK_PROFILE)
     settings = load_settings(
         TrainSettings,
-        CONF_DIR / "train.toml",
+        conf_file("train.toml"),
         {"corpus": str(corpus), "output_dir": str(models_dir)},
         table=QUICK_PROFILE,
     )

@@ -10,27 +10,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import click
 
+from medner_udf.config import conf_file, load_toml
 from medner_udf.extraction.job import INPUT_FORMATS, ExtractError, ExtractSettings, run_extract
-from medner_udf.extraction.session import build_session, load_toml, spark_conf
+from medner_udf.extraction.session import build_session, spark_conf
 from medner_udf.extraction.tables import FORMATS, TableError
 from medner_udf.taggers.artifact import ArtifactError
-
-DEFAULT_EXTRACT_CONF = "conf/extract.toml"
-DEFAULT_SPARK_CONF = "conf/spark.toml"
 
 log = logging.getLogger(__name__)
 
 
-def _conf_section(path: str, section: str) -> dict[str, Any]:
-    """``[section]`` of a TOML file; {} when the default file is absent (an explicit one must exist)."""
-    if not Path(path).is_file() and path in (DEFAULT_EXTRACT_CONF, DEFAULT_SPARK_CONF):
-        return {}
-    raw = load_toml(path)
+def _conf_section(path: str | None, section: str) -> dict[str, Any]:
+    """``[section]`` of a TOML file, by default the package's ``conf/<section>.toml``."""
+    raw = load_toml(path if path is not None else conf_file(f"{section}.toml"))
     if section == "spark":
         return raw
     value = raw.get(section, {})
@@ -52,7 +47,7 @@ def settings_from(conf: dict[str, Any], flags: dict[str, Any]) -> ExtractSetting
     return ExtractSettings(**merged)
 
 
-def _spark(spark_conf_path: str, master: str | None, app: str) -> Any:
+def _spark(spark_conf_path: str | None, master: str | None, app: str) -> Any:
     return build_session(spark_conf(_conf_section(spark_conf_path, "spark")), app_name=app, master=master)
 
 
@@ -72,8 +67,10 @@ def _spark(spark_conf_path: str, master: str | None, app: str) -> Any:
 @click.option("--partitions", type=int, default=None, help="Spark partitions to tag in.")
 @click.option("--full/--incremental", default=None, help="Re-tag every record (default: incremental).")
 @click.option("--run-id", default=None, help="Explicit run id (Airflow passes one); default derived.")
-@click.option("--conf", "conf_path", default=DEFAULT_EXTRACT_CONF, show_default=True)
-@click.option("--spark-conf", "spark_conf_path", default=DEFAULT_SPARK_CONF, show_default=True)
+@click.option("--conf", "conf_path", default=None, help="Extract settings file [default: conf/extract.toml].")
+@click.option(
+    "--spark-conf", "spark_conf_path", default=None, help="Spark settings file [default: conf/spark.toml]."
+)
 @click.option("--master", default=None, help="Spark master (spark-submit sets it; default local[*]).")
 def extract(
     input_: str,
@@ -89,8 +86,8 @@ def extract(
     partitions: int | None,
     full: bool | None,
     run_id: str | None,
-    conf_path: str,
-    spark_conf_path: str,
+    conf_path: str | None,
+    spark_conf_path: str | None,
     master: str | None,
 ) -> None:
     """Tag the notes in INPUT and write entities and record_status tables under OUTPUT."""
@@ -127,9 +124,11 @@ def extract(
 @click.argument("query")
 @click.option("--output", required=True, help="The extraction output folder (holds the tables).")
 @click.option("--limit", type=int, default=50, show_default=True, help="Rows to print.")
-@click.option("--spark-conf", "spark_conf_path", default=DEFAULT_SPARK_CONF, show_default=True)
+@click.option(
+    "--spark-conf", "spark_conf_path", default=None, help="Spark settings file [default: conf/spark.toml]."
+)
 @click.option("--master", default=None)
-def sql(query: str, output: str, limit: int, spark_conf_path: str, master: str | None) -> None:
+def sql(query: str, output: str, limit: int, spark_conf_path: str | None, master: str | None) -> None:
     """Run QUERY with `entities` and `record_status` as tables and print the result."""
     from medner_udf.extraction.sql import run_sql
 

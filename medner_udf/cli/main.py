@@ -17,7 +17,8 @@ import click
 
 from medner_udf.cli.extract import extract as extract_cmd
 from medner_udf.cli.extract import sql as sql_cmd
-from medner_udf.config import CONF_DIR, corpus_path, load_settings, parse_overrides
+from medner_udf.config import conf_file, load_settings, parse_overrides
+from medner_udf.corpus.maccrobat import corpus_path
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -129,7 +130,7 @@ def run_train(
         from medner_udf.training.bilstm import TrainSettings, train_bilstm
 
         settings = load_settings(
-            TrainSettings, config or CONF_DIR / "train.toml", values, table=profile or model_kind
+            TrainSettings, config or conf_file("train.toml"), values, table=profile or model_kind
         )
         result = train_bilstm(settings, show_progress=show_progress)
         metrics = result.metrics
@@ -141,7 +142,7 @@ def run_train(
             values["encoder"] = str(encoder)
         tsettings = load_settings(
             TransformerTrainSettings,
-            config or CONF_DIR / "train-transformer.toml",
+            config or conf_file("train-transformer.toml"),
             values,
             table=profile or model_kind,
         )

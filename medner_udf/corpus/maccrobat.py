@@ -14,6 +14,7 @@ no spans and are counted, not parsed. The quirks that NOTES.md lists are handled
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,25 @@ from pathlib import Path
 from medner_udf.text.types import Span
 
 log = logging.getLogger(__name__)
+
+CORPUS_ENV = "MEDNER_CORPUS"
+# Beside every checkout (never inside it): ../shared/data/maccrobat/MACCROBAT2020.
+DEFAULT_CORPUS = Path("..") / "shared" / "data" / "maccrobat" / "MACCROBAT2020"
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def corpus_path(setting: str | Path | None) -> Path:
+    """The corpus folder: the setting, else ``$MEDNER_CORPUS``, else ``../shared/...``.
+
+    A relative default is tried against the current directory first, then beside the checkout this
+    package was installed from (editable installs), so ``make`` targets work from any subfolder.
+    """
+    value = setting or os.environ.get(CORPUS_ENV) or DEFAULT_CORPUS
+    path = Path(value).expanduser()
+    if not path.is_absolute() and not path.exists() and (_CHECKOUT / path).exists():
+        path = _CHECKOUT / path
+    return path
+
 
 # The only published document-level split (DICE, ACL 2023); see shared/data/maccrobat/NOTES.md.
 DEV_IDS: tuple[str, ...] = tuple(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,18 +15,6 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 DEFAULT_JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
-
-
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """A TOML file as a dict; the message names the file when it is missing or malformed."""
-    p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"config file {p} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"config file {p} is not valid TOML: {exc}") from exc
 
 
 def spark_conf(conf: dict[str, Any]) -> dict[str, str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import medner_udf
+from medner_udf.errors import MednerUsageError
 
 ARTIFACT_FILE = "artifact.json"
 CONFIG_FILE = "config.json"
@@ -34,7 +35,7 @@ FORMAT_VERSION = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-class ArtifactError(ValueError):
+class ArtifactError(MednerUsageError, ValueError):
     """An artifact directory that is missing, incomplete or of an unknown kind/format."""
 
 

@@ -67,9 +67,8 @@ class Encoded:
         )
 
 
+@Tagger.register(KIND)
 class BiLstmCnnCrfTagger(Tagger):
-    kind = KIND
-
     def __init__(
         self,
         info: ArtifactInfo,

@@ -50,10 +50,9 @@ def _key(text: str) -> tuple[str, ...]:
     return tuple(t.text.casefold() for t in tokenize(text))
 
 
+@Tagger.register(KIND)
 class GazetteerTagger(Tagger):
     """Longest-match dictionary tagger over token sequences; every match has score 1.0."""
-
-    kind = KIND
 
     def __init__(self, terms: Iterable[tuple[str, str]], info: ArtifactInfo) -> None:
         self.info = info

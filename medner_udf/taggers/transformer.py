@@ -136,10 +136,9 @@ def assign_windows(
     return out
 
 
+@Tagger.register(KIND)
 class TransformerTagger(Tagger):
     """Tags raw notes with a fine-tuned transformer encoder (see the module doc)."""
-
-    kind = KIND
 
     def __init__(
         self,

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from medner_udf.config import corpus_path
 from medner_udf.corpus.dataset import Sentence, to_sentences
-from medner_udf.corpus.maccrobat import Document, read_corpus
+from medner_udf.corpus.maccrobat import Document, corpus_path, read_corpus
 from medner_udf.evaluation.scoring import score_spans
 from medner_udf.taggers.artifact import CARD_FILE, METRICS_FILE, new_version, write_json
 from medner_udf.taggers.base import Tagger

@@ -17,13 +17,11 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from medner_udf.config import conf_file, load_settings
 from medner_udf.corpus.dataset import to_sentences
 from medner_udf.corpus.maccrobat import corpus_path, read_corpus
 from medner_udf.evaluation.feature_crf import (
@@ -35,7 +33,9 @@ from medner_udf.evaluation.feature_crf import (
 )
 from medner_udf.taggers.base import Tagger, load_tagger
 from medner_udf.text.tokens import tokenize
-from medner_udf.training.bilstm import TrainSettings, train_bilstm
+from medner_udf.training.base import load_train_settings
+from medner_udf.training.loop import train
+from medner_udf.training.settings import TrainSettings
 
 
 def inference_tokens_per_second(tagger: Tagger, texts: list[str], repeats: int = 2) -> float:
@@ -52,7 +52,7 @@ def inference_tokens_per_second(tagger: Tagger, texts: list[str], repeats: int =
 
 def _train_one(settings: TrainSettings) -> tuple[Path, dict[str, Any]]:
     """One seed's training run (module level, so a process pool can pickle it)."""
-    result = train_bilstm(settings, show_progress=False)
+    result = train(settings)
     return result.artifact_dir, result.metrics
 
 
@@ -99,19 +99,22 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine_cores": torch.get_num_threads(), "seeds": args.seeds}
     test_docs = read_corpus(root, "test")
 
-    base = load_settings(TrainSettings, conf_file("train.toml"), table="bilstm-cnn-crf")
+    base = load_train_settings("bilstm-cnn-crf")
     runs: dict[str, list[float]] = {k: [] for k in (
         "dev_strict_f1", "test_strict_f1", "test_relaxed_f1", "test_macro_f1", "minutes_to_best_dev",
         "train_minutes", "best_epoch", "epochs_run", "tokens_per_second_per_core")}  # fmt: skip
     seed_settings = [
-        replace(
-            base,
-            seed=seed,
-            corpus=str(root),
-            output_dir=str(args.out / "models"),
-            version=f"bench-seed{seed}",
-            num_threads=args.threads,
-            max_minutes=args.max_minutes or base.max_minutes,
+        load_train_settings(
+            "bilstm-cnn-crf",
+            overrides={
+                "run.seed": seed,
+                "data.corpus": str(root),
+                "run.output_dir": str(args.out / "models"),
+                "run.version": f"bench-seed{seed}",
+                "run.num_threads": args.threads,
+                "run.progress": False,
+                "optim.max_minutes": args.max_minutes or base.optim.max_minutes,
+            },
         )
         for seed in args.seeds
     ]

@@ -24,9 +24,10 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from medner_udf.config import conf_file, load_settings, parse_overrides
+from medner_udf.config import parse_overrides
 from medner_udf.corpus.maccrobat import corpus_path
-from medner_udf.training.bilstm import TrainSettings, train_bilstm
+from medner_udf.training.base import load_train_settings
+from medner_udf.training.loop import train
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
@@ -42,15 +43,15 @@ def _run(
 ) -> dict[str, Any]:
     """One training run (module level, so a process pool can pickle it); dev only."""
     # A variant may set its own seed (to gauge seed noise under one name per run).
-    values = {**common, "seed": seed, **overrides, "evaluate_test": False}
+    values = {**common, "seed": seed, **overrides, "evaluate_test": False, "progress": False}
     values["version"] = f"sweep-{name}-s{values['seed']}"
-    settings = load_settings(TrainSettings, conf_file("train.toml"), values, table="bilstm-cnn-crf")
+    settings = load_train_settings("bilstm-cnn-crf", overrides=values)
     started = time.monotonic()
-    metrics = train_bilstm(settings, show_progress=False).metrics
+    metrics = train(settings).metrics
     best = metrics["history"][metrics["best_epoch"] - 1]
     row = {
         "variant": name,
-        "seed": settings.seed,
+        "seed": settings.run.seed,
         "overrides": overrides,
         "dev_strict_f1": metrics["dev"]["strict"]["f1"],
         "dev_relaxed_f1": metrics["dev"]["relaxed"]["f1"],

@@ -32,11 +32,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from medner_udf.corpus.dataset import Sentence, to_sentences
 from medner_udf.corpus.maccrobat import corpus_path, read_corpus
-from medner_udf.models.bilstm_cnn_crf import BiLstmCnnCrf
+from medner_udf.models.bilstm_cnn_crf import BiLstmCnnCrf, BiLstmCnnCrfConfig
 from medner_udf.models.crf import _alphas
 from medner_udf.taggers.bilstm import BiLstmCnnCrfTagger
 from medner_udf.text.scheme import tag_set
-from medner_udf.training.bilstm import _batches
+from medner_udf.training.loop import bucketed_batches
 from medner_udf.training.pretrained import load_glove
 
 
@@ -108,8 +108,8 @@ def time_steps(
             enc = tagger.encode([s.tokens for s in batch])
             gold = tagger.encode_tags([s.tags for s in batch])
             optimizer.zero_grad(set_to_none=True)
-            emissions = model.emissions(enc.words, enc.tuned, enc.chars, enc.mask)
-            loss = -model.crf(emissions, gold, enc.mask, reduction="mean")
+            _, loss = model(enc.words, enc.tuned, enc.chars, enc.mask, gold)
+            assert loss is not None
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
@@ -137,16 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     tagger = BiLstmCnnCrfTagger.create(
         "bench", "speed", tags, [s.tokens for s in sentences], words, vectors,
-        config_overrides={"dropout": 0.0}, glove_limit=20_000,
+        BiLstmCnnCrfConfig(dropout=0.0), glove_limit=20_000,
     )  # fmt: skip
-    shipped = tagger.model
+    shipped = tagger.net
     print(f"{len(sentences)} packed train segments; torch threads {args.threads}; {args.steps} steps each")
     print(
         "| batch size | autograd CRF + packed LSTM tokens/s | closed-form CRF + unpacked BiLSTM tokens/s | speed-up |"
     )
     print("|---|---|---|---|")
     for size in args.batch_sizes:
-        batches = _batches(sentences, size, random.Random(size))[: args.steps]
+        batches = bucketed_batches(sentences, size, random.Random(size), lambda s: len(s.tokens))[
+            : args.steps
+        ]
         figures = []
         losses = []
         for closed_form in (False, True):

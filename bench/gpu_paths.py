@@ -19,18 +19,17 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from medner_udf.config import conf_file, load_settings, parse_overrides
+from medner_udf.config import parse_overrides
 from medner_udf.corpus.maccrobat import corpus_path, read_corpus
 from medner_udf.taggers.base import Tagger, load_tagger
 from medner_udf.text.tokens import tokenize
-from medner_udf.training.bilstm import TrainSettings, train_bilstm
-from medner_udf.training.transformer import TransformerTrainSettings, train_transformer
+from medner_udf.training.base import load_train_settings
+from medner_udf.training.loop import train
 
 
 def time_tagging(tagger: Tagger, texts: list[str], batch_size: int, repeats: int) -> float:
@@ -89,15 +88,9 @@ def check(
 def train_on_gpu(which: str, values: dict[str, Any]) -> tuple[str, Path, dict[str, Any]]:
     """Train ``which`` ("bilstm" or "transformer") from its shipped settings plus ``values``;
     return (artifact kind, artifact folder, metrics)."""
-    if which == "bilstm":
-        settings = load_settings(TrainSettings, conf_file("train.toml"), values, "bilstm-cnn-crf")
-        result = train_bilstm(settings, show_progress=False)
-        return "bilstm-cnn-crf", result.artifact_dir, result.metrics
-    tsettings = load_settings(
-        TransformerTrainSettings, conf_file("train-transformer.toml"), values, "transformer"
-    )
-    tresult = train_transformer(replace(tsettings, progress=False))
-    return "transformer", tresult.artifact_dir, tresult.metrics
+    kind = "bilstm-cnn-crf" if which == "bilstm" else "transformer"
+    result = train(load_train_settings(kind, overrides={**values, "progress": False}))
+    return kind, result.artifact_dir, result.metrics
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,6 @@ partial benchmark still reports) and ``<out>/summary.md``. Choose settings on de
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import statistics
@@ -31,21 +30,16 @@ from typing import Any
 
 import torch
 
-from medner_udf.config import load_settings
 from medner_udf.corpus.maccrobat import read_corpus
 from medner_udf.evaluation.scoring import score_spans
 from medner_udf.taggers.transformer import TransformerTagger
 from medner_udf.text.tokens import tokenize
-from medner_udf.training.bilstm import gold_spans
-from medner_udf.training.transformer import (
-    TransformerTrainSettings,
-    train_transformer,
-)
+from medner_udf.training.base import load_train_settings
+from medner_udf.training.loop import gold_spans, train
 
 log = logging.getLogger("transformer_bench")
 
-CONF = Path(__file__).resolve().parent.parent / "conf" / "train-transformer.toml"
-# variant -> (table of conf/train-transformer.toml, overrides)
+# variant -> (profile of conf/train.toml, overrides)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ours": ("transformer", {}),
     "ours-softmax": ("transformer", {"head": "softmax"}),
@@ -56,18 +50,21 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 def run_variant(variant: str, seed: int, corpus: str, out: Path, threads: int) -> dict[str, Any]:
     """Train one variant with one seed; return its row (scores, minutes, artifact path)."""
     table, overrides = VARIANTS[variant]
-    settings = load_settings(TransformerTrainSettings, CONF, overrides, table=table)
-    settings = dataclasses.replace(
-        settings,
-        name=f"{variant}-s{seed}",
-        version="bench",
-        seed=seed,
-        corpus=corpus,
-        output_dir=str(out / "models"),
-        num_threads=threads,
-        progress=False,
+    settings = load_train_settings(
+        None,
+        profile=table,
+        overrides={
+            **overrides,
+            "run.name": f"{variant}-s{seed}",
+            "run.version": "bench",
+            "run.seed": seed,
+            "data.corpus": corpus,
+            "run.output_dir": str(out / "models"),
+            "run.num_threads": threads,
+            "run.progress": False,
+        },
     )
-    result = train_transformer(settings)
+    result = train(settings)
     m = result.metrics
     return {
         "variant": variant,

@@ -12,6 +12,7 @@ import torch
 
 from medner_udf.corpus.dataset import to_sentences
 from medner_udf.corpus.maccrobat import Document
+from medner_udf.models.bilstm_cnn_crf import BiLstmCnnCrfConfig
 from medner_udf.taggers.artifact import ArtifactError
 from medner_udf.taggers.base import load_tagger
 from medner_udf.taggers.bilstm import BiLstmCnnCrfTagger
@@ -74,19 +75,19 @@ def _train(epochs: int = 60, seed: int = 0) -> BiLstmCnnCrfTagger:
     words, vectors = _fake_glove()
     tagger = BiLstmCnnCrfTagger.create(
         "test-model", "v1", tags, [s.tokens for s in sentences], words, vectors,
-        config_overrides={"lstm_hidden": 32, "char_filters": 16, "char_dim": 8, "dropout": 0.0},
+        BiLstmCnnCrfConfig(lstm_hidden=32, char_filters=16, char_dim=8, dropout=0.0),
     )  # fmt: skip
-    opt = torch.optim.Adam([p for p in tagger.model.parameters() if p.requires_grad], lr=0.02)
-    tagger.model.train()
+    opt = torch.optim.Adam([p for p in tagger.net.parameters() if p.requires_grad], lr=0.02)
+    tagger.net.train()
     enc = tagger.encode([s.tokens for s in sentences])
     gold = tagger.encode_tags([s.tags for s in sentences])
     for _ in range(epochs):
         opt.zero_grad()
-        _, loss = tagger.model(enc.words, enc.tuned, enc.chars, enc.mask, gold)
+        _, loss = tagger.net(enc.words, enc.tuned, enc.chars, enc.mask, gold)
         assert loss is not None
         loss.backward()
         opt.step()
-    tagger.model.eval()
+    tagger.net.eval()
     return tagger
 
 
@@ -149,7 +150,7 @@ def test_bilstm_config_mismatch_fails_fast(trained: BiLstmCnnCrfTagger, tmp_path
     config = json.loads((directory / "config.json").read_text())
     config["lstm_hidden"] = 64
     (directory / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ArtifactError, match=r"do not match config\.json"):
+    with pytest.raises(ArtifactError, match=r"do not match the network that .*config\.json describes"):
         load_tagger(directory, device="cpu")
     config["no_such_key"] = 1
     (directory / "config.json").write_text(json.dumps(config))
@@ -203,7 +204,7 @@ def test_bilstm_training_words_beyond_the_glove_cut_keep_their_vectors() -> None
     tagger = BiLstmCnnCrfTagger.create(
         "m", "v", tags, [s.tokens for s in sentences], words, vectors, glove_limit=3
     )
-    table = tagger.model.pretrained.weight.detach().numpy()
+    table = tagger.net.pretrained.weight.detach().numpy()
     for word in ("the", "man", "pain", "aspirin", "daily", "mass", "chest", "of"):
         row = tagger.words.get(word)
         assert row > 1, word

@@ -50,7 +50,9 @@ def test_cli_train_writes_complete_artifact(trained_artifact: Path) -> None:
     assert "test" not in metrics  # evaluate_test=false
     card = (trained_artifact / "MODEL_CARD.md").read_text()
     assert "dev strict micro F1" in card and "MACCROBAT2020" in card
-    assert f"with the `{metrics['settings']['overlap_policy']}` policy" in card  # the policy actually used
+    assert (
+        f"with the `{metrics['settings']['data']['overlap_policy']}` policy" in card
+    )  # the policy actually used
     size_mb = sum(p.stat().st_size for p in trained_artifact.iterdir()) / 2**20
     assert size_mb < 100
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from medner_udf.taggers.artifact import ArtifactError
+from medner_udf.registry import UnknownKindError
 from medner_udf.taggers.base import Tagger, load_tagger, registered_kinds
 from medner_udf.taggers.gazetteer import GazetteerTagger
 
@@ -32,7 +32,7 @@ def test_unknown_kind_names_the_known_ones(tmp_path: Path) -> None:
     GazetteerTagger.from_terms([("fever", "Sign_symptom")]).save(tmp_path)
     info = json.loads((tmp_path / "artifact.json").read_text())
     (tmp_path / "artifact.json").write_text(json.dumps({**info, "kind": "crystal-ball"}))
-    with pytest.raises(ArtifactError, match=r"no tagger kind 'crystal-ball'.*bilstm-cnn-crf.*gazetteer"):
+    with pytest.raises(UnknownKindError, match=r"no tagger kind 'crystal-ball'.*bilstm-cnn-crf.*gazetteer"):
         load_tagger(tmp_path)
 
 

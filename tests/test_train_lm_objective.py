@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from medner_udf.corpus.dataset import Sentence
 from medner_udf.text.types import Token
-from medner_udf.training.bilstm import NeighbourWordObjective, TrainSettings
+from medner_udf.training.bilstm import BiLstmInputs
+from medner_udf.training.objectives import NeighbourWordObjective
 
 
 def _sentence(words: list[str]) -> Sentence:
@@ -61,4 +62,4 @@ def test_one_word_sequences_give_a_zero_loss_not_nan() -> None:
 
 def test_train_settings_reject_a_negative_lm_weight() -> None:
     with pytest.raises(ValueError, match="lm_weight"):
-        TrainSettings(lm_weight=-0.1)
+        BiLstmInputs(lm_weight=-0.1)

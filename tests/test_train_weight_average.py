@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medner_udf.training.bilstm import TrainSettings, WeightAverage
+from medner_udf.training.averaging import WeightAverage
+from medner_udf.training.settings import OptimSettings
 
 
 def test_weight_average_follows_the_warmed_up_recurrence_and_swaps_back() -> None:
@@ -27,4 +28,4 @@ def test_weight_average_follows_the_warmed_up_recurrence_and_swaps_back() -> Non
 
 def test_train_settings_reject_an_ema_decay_outside_0_1() -> None:
     with pytest.raises(ValueError, match="ema_decay"):
-        TrainSettings(ema_decay=1.0)
+        OptimSettings(ema_decay=1.0)

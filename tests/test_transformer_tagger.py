@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from medner_udf.corpus.maccrobat import Document
+from medner_udf.models.transformer import TransformerConfig
 from medner_udf.taggers.artifact import ArtifactError
 from medner_udf.taggers.base import load_tagger
 from medner_udf.taggers.transformer import TransformerTagger
@@ -154,7 +155,7 @@ def encoders(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def overfit(tagger: TransformerTagger, docs: Sequence[Document], steps: int = 120) -> None:
     """Fit the tiny model on ``docs`` (all windows in one batch) with a high learning rate."""
     torch.manual_seed(0)
-    data = build_training_data(tagger, docs, 128, pack=True)
+    data, _ = build_training_data(tagger, docs, 128, pack=True)
     optim = torch.optim.AdamW(tagger.net.parameters(), lr=3e-3, weight_decay=0.0)
     tagger.net.train()
     batch = tagger.collate(data.notes, data.windows, data.tag_ids)
@@ -170,7 +171,7 @@ def overfit(tagger: TransformerTagger, docs: Sequence[Document], steps: int = 12
 def new_tagger(encoders: Path, family: str, **kw: Any) -> TransformerTagger:
     torch.manual_seed(0)
     return TransformerTagger.create(
-        make_encoder_dir(encoders, family), tag_set(TYPES), name="tiny", version="1", **kw
+        make_encoder_dir(encoders, family), tag_set(TYPES), TransformerConfig(**kw), name="tiny", version="1"
     ).to("cpu")
 
 

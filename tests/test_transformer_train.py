@@ -11,31 +11,36 @@ import torch
 # The tiny-encoder builder lives with the tagger tests (pytest puts tests/ on sys.path).
 from test_transformer_tagger import make_encoder_dir
 
+from medner_udf.config import SettingsError
 from medner_udf.taggers.transformer import TransformerTagger
-from medner_udf.training.transformer import TransformerTrainSettings, linear_warmup_decay, train_transformer
+from medner_udf.training.base import load_train_settings
+from medner_udf.training.loop import train
 
 
 def test_transformer_train_writes_a_loadable_artifact(corpus_dir: Path, tmp_path: Path) -> None:
     threads = torch.get_num_threads()
     encoder = make_encoder_dir(tmp_path, "distilbert")
-    settings = TransformerTrainSettings(
-        name="tiny",
-        version="v1",
-        encoder=str(encoder),
-        corpus=str(corpus_dir),
-        output_dir=str(tmp_path / "models"),
-        epochs=2,
-        train_docs=2,
-        dev_docs=1,
-        batch_size=8,
-        evaluate_test=False,
-        num_threads=1,
-        progress=False,
-        window=64,
-        stride=40,
+    settings = load_train_settings(
+        "transformer",
+        overrides={
+            "run.name": "tiny",
+            "run.version": "v1",
+            "inputs.encoder": str(encoder),
+            "data.corpus": str(corpus_dir),
+            "run.output_dir": str(tmp_path / "models"),
+            "optim.epochs": 2,
+            "data.train_docs": 2,
+            "data.dev_docs": 1,
+            "optim.batch_size": 8,
+            "run.evaluate_test": False,
+            "run.num_threads": 1,
+            "run.progress": False,
+            "model.window": 64,
+            "model.stride": 40,
+        },
     )
     try:
-        result = train_transformer(settings)
+        result = train(settings)
     finally:
         torch.set_num_threads(threads)
     out = tmp_path / "models" / "tiny" / "v1"
@@ -53,27 +58,25 @@ def test_transformer_train_writes_a_loadable_artifact(corpus_dir: Path, tmp_path
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert metrics["best_epoch"] in (1, 2)
     assert 0.0 <= metrics["dev"]["strict"]["f1"] <= 1.0 and "test" not in metrics
-    assert metrics["encoder_type"] == "distilbert"
+    assert metrics["model"]["kind"] == "transformer" and metrics["data"]["train_docs"] == 2
+    assert metrics["settings"]["model"]["window"] == 64
     loaded = TransformerTagger.load(out, device="cpu")
     assert loaded.config.window == 64 and loaded.info.version == "v1"
-    assert "distilbert" in (out / "MODEL_CARD.md").read_text()
+    assert loaded.metrics == metrics
+    assert "(distilbert)" in (out / "MODEL_CARD.md").read_text()
 
 
-def test_transformer_train_settings_validate() -> None:
-    with pytest.raises(ValueError, match="head"):
-        TransformerTrainSettings(head="lstm")
-    with pytest.raises(ValueError, match="scope"):
-        TransformerTrainSettings(scope="doc")
-    with pytest.raises(ValueError, match="epochs"):
-        TransformerTrainSettings(epochs=0)
-    with pytest.raises(ValueError, match="warmup_fraction"):
-        TransformerTrainSettings(warmup_fraction=1.0)
-
-
-def test_transformer_linear_warmup_decay_shape() -> None:
-    f = linear_warmup_decay(4, 14)
-    ramp = [f(s) for s in range(4)]
-    assert ramp == sorted(ramp) and ramp[-1] < 1.0
-    assert f(4) == pytest.approx(1.0)
-    assert f(9) == pytest.approx(0.5)
-    assert f(14) == 0.0
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("model.head", "lstm", "head"),
+        ("model.scope", "doc", "scope"),
+        ("optim.epochs", 0, "epochs"),
+        ("optim.warmup_fraction", 1.0, "warmup_fraction"),
+        ("optim.schedule", "cosine", "schedule"),
+        ("model.scope", "segment", "pack_lines"),  # the plain recipe tags single lines
+    ],
+)
+def test_transformer_train_settings_validate(key: str, value: object, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_train_settings("transformer", overrides={key: value})

@@ -7,9 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medner_udf.taggers.transformer import EncodedNote, assign_windows, window_starts
+from medner_udf.taggers.windows import EncodedNote, assign_windows, training_windows, window_starts
 from medner_udf.text.types import Token
-from medner_udf.training.transformer import training_windows
 
 
 def test_transformer_window_starts_cover_and_end_flush() -> None:

@@ -20,7 +20,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medner_udf.config import conf_file, load_settings
 from medner_udf.corpus.maccrobat import corpus_path, read_corpus
 
 log = logging.getLogger("medner.demo")
@@ -43,22 +42,19 @@ def newest_artifact(models_dir: Path, name: str) -> Path | None:
 
 
 def ensure_model(models_dir: Path, corpus: Path) -> Path:
-    from medner_udf.training.bilstm import TrainSettings, train_bilstm
+    from medner_udf.training.base import load_train_settings
+    from medner_udf.training.loop import train
 
-    quick = load_settings(TrainSettings, conf_file("train.toml"), table=QUICK_PROFILE)
-    for name in (FULL_MODEL, quick.name):
+    settings = load_train_settings(
+        None, profile=QUICK_PROFILE, overrides={"data.corpus": str(corpus), "run.output_dir": str(models_dir)}
+    )
+    for name in (FULL_MODEL, settings.run.name):
         found = newest_artifact(models_dir, name)
         if found is not None:
             log.info("using model %s", found)
             return found
     log.info("no model yet: training the quick demo profile (%s)", QUICK_PROFILE)
-    settings = load_settings(
-        TrainSettings,
-        conf_file("train.toml"),
-        {"corpus": str(corpus), "output_dir": str(models_dir)},
-        table=QUICK_PROFILE,
-    )
-    return train_bilstm(settings).artifact_dir
+    return train(settings).artifact_dir
 
 
 def write_notes_table(corpus: Path, path: Path) -> int:

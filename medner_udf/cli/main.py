@@ -17,7 +17,7 @@ import click
 
 from medner_udf.cli.extract import extract as extract_cmd
 from medner_udf.cli.extract import sql as sql_cmd
-from medner_udf.config import conf_file, load_settings, parse_overrides
+from medner_udf.config import parse_overrides
 from medner_udf.corpus.maccrobat import corpus_path
 
 
@@ -76,24 +76,24 @@ def corpus_stats_cmd(corpus: Path | None, split: str, plot: Path) -> None:
 @click.option(
     "--model",
     "model_kind",
-    type=click.Choice(["bilstm-cnn-crf", "transformer"]),
-    default="bilstm-cnn-crf",
-    show_default=True,
+    metavar="KIND",
+    default=None,
+    help="Model kind to train: bilstm-cnn-crf (default) or transformer.",
 )
-@click.option(
-    "--config", type=click.Path(path_type=Path), help="TOML settings file (default: conf/train*.toml)."
-)
-@click.option("--profile", help="Table of the settings file to use (default: the model kind).")
+@click.option("--config", type=click.Path(path_type=Path), help="Settings file [default: conf/train.toml].")
+@click.option("--profile", help="Profile (table) of the settings file [default: the model kind].")
 @click.option("--corpus", type=click.Path(path_type=Path), help="MACCROBAT2020 folder.")
 @click.option(
     "--output-dir", type=click.Path(path_type=Path), help="Where artifacts go (<dir>/<name>/<version>)."
 )
 @click.option("--seed", type=int)
 @click.option("--encoder", type=click.Path(path_type=Path), help="Transformer: local checkpoint folder.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any setting.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any setting (optim.epochs=5)."
+)
+@click.option("--quiet", is_flag=True, help="No progress bars or progress lines.")
 def train_cmd(
-    model_kind: str,
+    model_kind: str | None,
     config: Path | None,
     profile: str | None,
     corpus: Path | None,
@@ -109,7 +109,7 @@ def train_cmd(
 
 
 def run_train(
-    model_kind: str,
+    model_kind: str | None = None,
     config: Path | None = None,
     profile: str | None = None,
     corpus: Path | None = None,
@@ -120,37 +120,26 @@ def run_train(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Shared by ``medner train`` and ``jobs/train.py``; returns a JSON-ready summary."""
+    from medner_udf.training.base import load_train_settings
+    from medner_udf.training.loop import train
+
     values: dict[str, Any] = parse_overrides(list(overrides))
-    for key, value in (("corpus", corpus), ("output_dir", output_dir), ("seed", seed)):
+    for key, value in (
+        ("data.corpus", corpus),
+        ("run.output_dir", output_dir),
+        ("run.seed", seed),
+        ("inputs.encoder", encoder),
+    ):
         if value is not None:
             values[key] = str(value) if isinstance(value, Path) else value
-    if model_kind == "bilstm-cnn-crf":
-        if encoder is not None:
-            raise click.UsageError("--encoder applies to --model transformer only")
-        from medner_udf.training.bilstm import TrainSettings, train_bilstm
-
-        settings = load_settings(
-            TrainSettings, config or conf_file("train.toml"), values, table=profile or model_kind
-        )
-        result = train_bilstm(settings, show_progress=show_progress)
-        metrics = result.metrics
-        artifact_dir = result.artifact_dir
-    else:
-        from medner_udf.training.transformer import TransformerTrainSettings, train_transformer
-
-        if encoder is not None:
-            values["encoder"] = str(encoder)
-        tsettings = load_settings(
-            TransformerTrainSettings,
-            config or conf_file("train-transformer.toml"),
-            values,
-            table=profile or model_kind,
-        )
-        tresult = train_transformer(tsettings)
-        metrics = tresult.metrics
-        artifact_dir = tresult.artifact_dir
+    if not show_progress:
+        values["run.progress"] = False
+    kind = model_kind if model_kind is not None or profile is not None else "bilstm-cnn-crf"
+    settings = load_train_settings(kind, config, profile, values)
+    result = train(settings)
+    metrics = result.metrics
     summary: dict[str, Any] = {
-        "artifact": str(artifact_dir),
+        "artifact": str(result.artifact_dir),
         "best_epoch": metrics.get("best_epoch"),
         "train_minutes": metrics.get("train_minutes"),
         "dev_strict_f1": metrics.get("dev", {}).get("strict", {}).get("f1"),

@@ -14,12 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
-from medner_udf.models.crf import CRF
+from medner_udf.models.base import TaggingNetwork
 
 PAD = 0  # padding id in every id space (words, tuned words, chars)
 UNK = 1  # unknown id in every id space
@@ -27,11 +25,13 @@ UNK = 1  # unknown id in every id space
 
 @dataclass(frozen=True)
 class BiLstmCnnCrfConfig:
-    num_tags: int
-    num_words: int  # rows of the frozen pretrained table, PAD and UNK included
-    num_tuned_words: int  # rows of the trainable delta table, PAD and UNK included
-    num_chars: int  # PAD and UNK included
-    word_dim: int = 50
+    """The network's hyperparameters, then the sizes bound to the data when a tagger is created.
+
+    The training settings' ``model`` table sets the hyperparameters; ``tags`` and the vocabulary
+    sizes (PAD and UNK included) stay empty until ``BiLstmCnnCrfTagger.create`` binds them.
+    """
+
+    word_dim: int = 50  # the pretrained vectors' width (bound from GloVe)
     char_dim: int = 30
     char_filters: int = 50
     char_kernel: int = 3
@@ -39,35 +39,44 @@ class BiLstmCnnCrfConfig:
     lstm_hidden: int = 200  # per direction
     lstm_layers: int = 1
     dropout: float = 0.5
+    tags: tuple[str, ...] = ()
+    num_words: int = 0  # rows of the frozen pretrained table
+    num_tuned_words: int = 0  # rows of the trainable delta table
+    num_chars: int = 0
 
     def __post_init__(self) -> None:
-        for name in (
-            "num_tags",
-            "num_words",
-            "num_tuned_words",
-            "num_chars",
-            "word_dim",
-            "char_dim",
-            "char_filters",
-            "lstm_hidden",
-            "lstm_layers",
-            "max_word_chars",
-        ):
+        object.__setattr__(self, "tags", tuple(self.tags))
+        for name in ("word_dim", "char_dim", "char_filters", "lstm_hidden", "lstm_layers", "max_word_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("num_words", "num_tuned_words", "num_chars"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.char_kernel < 1 or self.char_kernel % 2 == 0:
             raise ValueError(f"char_kernel must be a positive odd number, got {self.char_kernel}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
+    @property
+    def num_tags(self) -> int:
+        return len(self.tags)
 
-class BiLstmCnnCrf(nn.Module):
-    def __init__(
-        self,
-        config: BiLstmCnnCrfConfig,
-        allowed: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]] | None = None,
-    ) -> None:
-        super().__init__()
+    @property
+    def is_bound(self) -> bool:
+        """Whether tags and vocabulary sizes are set (a network can be built)."""
+        return len(self.tags) >= 2 and min(self.num_words, self.num_tuned_words, self.num_chars) > 2
+
+
+class BiLstmCnnCrf(TaggingNetwork):
+    """Character CNN + (frozen GloVe + tuned delta) word vectors -> BiLSTM -> linear -> CRF.
+
+    The CRF loss is the mean negative log-likelihood per sequence (``mean``).
+    """
+
+    def __init__(self, config: BiLstmCnnCrfConfig) -> None:
+        if not config.is_bound:
+            raise ValueError("BiLstmCnnCrfConfig is not bound to a tag list and vocabularies yet")
+        super().__init__(config.tags, "crf")
         self.config = config
         c = config
         self.pretrained = nn.Embedding(c.num_words, c.word_dim, padding_idx=PAD)
@@ -79,7 +88,7 @@ class BiLstmCnnCrf(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.lstm = BiLstm(c.word_dim + c.char_filters, c.lstm_hidden, c.lstm_layers, c.dropout)
         self.hidden_to_tags = nn.Linear(2 * c.lstm_hidden, c.num_tags)
-        self.crf = CRF(c.num_tags, allowed)
+        self.build_head()
 
     def set_pretrained(self, vectors: Tensor) -> None:
         if vectors.shape != self.pretrained.weight.shape:
@@ -89,20 +98,16 @@ class BiLstmCnnCrf(nn.Module):
         with torch.no_grad():
             self.pretrained.weight.copy_(vectors)
 
-    def emissions(self, words: Tensor, tuned: Tensor, chars: Tensor, mask: Tensor) -> Tensor:
-        """words, tuned, mask: (batch, seq_len); chars: (batch, seq_len, word_chars).
-
-        Returns emission scores, shape (batch, seq_len, num_tags).
-        """
-        return self.emissions_from_hidden(self.hidden_states(words, tuned, chars, mask))
-
     def emissions_from_hidden(self, hidden: Tensor) -> Tensor:
         """BiLSTM outputs (batch, seq_len, 2 * lstm_hidden) -> emission scores (batch, seq_len, num_tags)."""
         emissions: Tensor = self.hidden_to_tags(self.dropout(hidden))
         return emissions
 
     def hidden_states(self, words: Tensor, tuned: Tensor, chars: Tensor, mask: Tensor) -> Tensor:
-        """The BiLSTM's outputs, shape (batch, seq_len, 2 * lstm_hidden): forward direction first."""
+        """The BiLSTM's outputs, shape (batch, seq_len, 2 * lstm_hidden): forward direction first.
+
+        words, tuned, mask: (batch, seq_len); chars: (batch, seq_len, word_chars).
+        """
         batch, seq_len, word_chars = chars.shape
         word_vectors = self.pretrained(words) + self.tuned(tuned)  # shape: (batch, seq_len, word_dim)
         char_vectors = self.char_embedding(chars.view(batch * seq_len, word_chars))
@@ -117,12 +122,11 @@ class BiLstmCnnCrf(nn.Module):
     def forward(
         self, words: Tensor, tuned: Tensor, chars: Tensor, mask: Tensor, tags: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
-        """(emissions, loss); loss (mean negative log-likelihood per sequence) only when tags are given."""
-        emissions = self.emissions(words, tuned, chars, mask)
-        loss = None
-        if tags is not None:
-            loss = -self.crf(emissions, tags, mask, reduction="mean")
-        return emissions, loss
+        """(emissions (batch, seq_len, num_tags), loss); the loss only when gold tags are given."""
+        emissions = self.emissions_from_hidden(self.hidden_states(words, tuned, chars, mask))
+        if tags is None:
+            return emissions, None
+        return emissions, self.head_loss(emissions, tags, mask)
 
 
 class BiLstm(nn.Module):

@@ -11,43 +11,44 @@ so an artifact rebuilds the architecture without the checkpoint it was fine-tune
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from medner_udf.models.crf import CRF
-from medner_udf.text.scheme import allowed_transitions
+from medner_udf.models.base import HEADS, TaggingNetwork
 
-HEADS = ("crf", "softmax")
 SCOPES = ("note", "segment")
+# RoBERTa-style position ids start after the padding index, which costs pad_token_id + 1 slots.
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")
 
 
 @dataclass(frozen=True)
 class TransformerConfig:
     """Everything needed to rebuild the network (and window notes the way it was trained).
 
-    ``encoder`` is the Hugging Face config dict of the encoder (``PretrainedConfig.to_dict()``).
+    The hyperparameters come first (the training settings' ``model`` table sets them); ``tags`` and
+    ``encoder`` are bound when a tagger is created: the tag list, and the Hugging Face config dict of
+    the encoder (``PretrainedConfig.to_dict()``), so an artifact rebuilds the architecture without the
+    checkpoint it was fine-tuned from.
+
     ``window`` counts pieces including the special tokens; ``stride`` is the step between window
     starts at inference (``window - specials - stride`` pieces of overlap). ``scope`` ``note`` windows
     whole notes (cross-sentence context); ``segment`` windows each line on its own (the plain recipe).
     """
 
-    tags: tuple[str, ...]
-    encoder: dict[str, Any] = field(hash=False)
     head: str = "crf"
     dropout: float = 0.1
     window: int = 256
     stride: int = 192
     scope: str = "note"
+    tags: tuple[str, ...] = ()
+    encoder: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        # JSON gives lists; keep the dataclass hashable-looking and immutable.
+        # JSON gives lists; keep the dataclass immutable.
         object.__setattr__(self, "tags", tuple(self.tags))
-        if len(self.tags) < 2:
+        if self.tags and len(self.tags) < 2:
             raise ValueError(f"need at least 2 tags (O and one entity tag), got {len(self.tags)}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
@@ -55,25 +56,14 @@ class TransformerConfig:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if "model_type" not in self.encoder:
+        if self.encoder and "model_type" not in self.encoder:
             raise ValueError("encoder config must carry its 'model_type' (a PretrainedConfig.to_dict())")
         if self.window < 8:
             raise ValueError(f"window must be >= 8 pieces, got {self.window}")
         if not 1 <= self.stride <= self.window - 2:
             raise ValueError(f"stride must be in [1, window - 2 = {self.window - 2}], got {self.stride}")
         max_positions = self.encoder.get("max_position_embeddings")
-        # RoBERTa-style position ids start after the padding index, which costs pad_token_id + 1 slots.
-        offset = (
-            (self.encoder.get("pad_token_id") or 0) + 1
-            if self.encoder["model_type"]
-            in (
-                "roberta",
-                "xlm-roberta",
-                "camembert",
-                "mpnet",
-            )
-            else 0
-        )
+        offset = (self.encoder.get("pad_token_id") or 0) + 1 if self.model_type in _OFFSET_POSITIONS else 0
         if isinstance(max_positions, int) and max_positions > 0 and self.window > max_positions - offset:
             raise ValueError(
                 f"window {self.window} exceeds the encoder's {max_positions - offset} usable positions"
@@ -85,7 +75,7 @@ class TransformerConfig:
 
     @property
     def model_type(self) -> str:
-        return str(self.encoder["model_type"])
+        return str(self.encoder.get("model_type", ""))
 
 
 def encoder_config_from_dict(raw: dict[str, Any]) -> Any:
@@ -100,14 +90,18 @@ def encoder_config_from_dict(raw: dict[str, Any]) -> Any:
     return AutoConfig.for_model(model_type, **values)
 
 
-class TransformerTaggerNet(nn.Module):
+class TransformerTaggerNet(TaggingNetwork):
     """Encoder -> dropout -> linear emissions per word -> (CRF | softmax).
 
-    ``forward`` returns ``(emissions, loss)``; ``loss`` is ``None`` unless gold ``tags`` are given.
+    The CRF loss is averaged per word (``token_mean``): windows hold very different word counts.
     """
 
+    loss_reduction = "token_mean"
+
     def __init__(self, config: TransformerConfig, encoder: nn.Module | None = None) -> None:
-        super().__init__()
+        if not config.tags or not config.encoder:
+            raise ValueError("TransformerConfig is not bound to a tag list and an encoder config yet")
+        super().__init__(config.tags, config.head)
         from transformers import AutoModel
 
         self.config = config
@@ -120,7 +114,7 @@ class TransformerTaggerNet(nn.Module):
         hidden = int(encoder_config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(hidden, config.num_tags)
-        self.crf = CRF(config.num_tags, allowed_transitions(config.tags)) if config.head == "crf" else None
+        self.build_head()
 
     def forward(
         self,
@@ -143,42 +137,4 @@ class TransformerTaggerNet(nn.Module):
         emissions = self.head(self.dropout(words)).float()  # shape: (batch, n_words, num_tags)
         if tags is None:
             return emissions, None
-        mask = word_mask.bool()
-        if self.crf is not None:
-            loss = -self.crf(emissions, tags, mask, reduction="token_mean")
-        else:
-            loss = F.cross_entropy(emissions[mask], tags[mask])
-        return emissions, loss
-
-    @torch.no_grad()
-    def decode(self, emissions: Tensor, mask: Tensor) -> list[list[int]]:
-        """Best tag ids per item (unpadded): constrained Viterbi with a CRF, argmax otherwise."""
-        mask = mask.bool()
-        if self.crf is not None:
-            return self.crf.decode(emissions, mask)
-        best = emissions.argmax(dim=2).cpu().tolist()
-        lengths = mask.sum(dim=1).tolist()
-        return [row[:n] for row, n in zip(best, lengths, strict=True)]
-
-    @torch.no_grad()
-    def segment_scores(
-        self,
-        emissions: Tensor,
-        mask: Tensor,
-        paths: list[list[int]],
-        segments: list[list[tuple[int, int]]],
-    ) -> list[list[float]]:
-        """Confidence of each decoded mention: with a CRF its exact probability; with softmax the
-        product of its words' tag probabilities (the same quantity if the words were independent)."""
-        mask = mask.bool()
-        if self.crf is not None:
-            return self.crf.segment_probabilities(emissions, mask, paths, segments)
-        log_probs = emissions.float().log_softmax(dim=2).cpu().numpy()
-        out: list[list[float]] = []
-        for b, (path, segs) in enumerate(zip(paths, segments, strict=True)):
-            logs = [
-                float(log_probs[b, first:last][range(last - first), path[first:last]].sum())
-                for first, last in segs
-            ]
-            out.append([min(1.0, max(0.0, math.exp(x))) for x in logs])
-        return out
+        return emissions, self.head_loss(emissions, tags, word_mask)

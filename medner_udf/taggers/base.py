@@ -17,18 +17,16 @@ and site plugins add kinds inside Spark's Python workers, which inherit the envi
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
 import torch
 
-from medner_udf.taggers.artifact import ArtifactError, ArtifactInfo, read_info
+from medner_udf.registry import Registry
+from medner_udf.taggers.artifact import ArtifactInfo, read_info
 from medner_udf.text.types import Entity
 
 log = logging.getLogger(__name__)
@@ -42,8 +40,9 @@ BUILTIN_MODULES = (
     "medner_udf.taggers.transformer",
     "medner_udf.taggers.gazetteer",
 )
-PLUGIN_GROUP = "medner.taggers"
-PLUGIN_ENV = "MEDNER_TAGGER_MODULES"
+TAGGERS: Registry[type[Tagger]] = Registry(
+    "tagger", BUILTIN_MODULES, env="MEDNER_TAGGER_MODULES", group="medner.taggers"
+)
 
 
 class Tagger(ABC):
@@ -51,41 +50,18 @@ class Tagger(ABC):
 
     kind: ClassVar[str]
     info: ArtifactInfo
-    _registry: ClassVar[dict[str, type[Tagger]]] = {}
 
     # ----------------------------------------------------------------------------------------------
     # Registry
     @classmethod
     def register(cls, kind: str) -> Callable[[T], T]:
         """Class decorator: make ``kind`` (the artifact's ``kind`` field) load with this class."""
-        if not kind or kind != kind.strip():
-            raise ValueError(f"tagger kind must be a non-empty name without surrounding spaces, got {kind!r}")
-
-        def add(subclass: T) -> T:
-            existing = Tagger._registry.get(kind)
-            if existing is not None and existing is not subclass:
-                raise ValueError(
-                    f"tagger kind {kind!r} is already registered by "
-                    f"{existing.__module__}.{existing.__qualname__}"
-                )
-            subclass.kind = kind
-            Tagger._registry[kind] = subclass
-            return subclass
-
-        return add
+        return TAGGERS.register(kind)
 
     @classmethod
     def by_kind(cls, kind: str) -> type[Tagger]:
-        """The class registered for ``kind``; ArtifactError naming the known kinds otherwise."""
-        if kind not in Tagger._registry:
-            import_tagger_modules()
-        try:
-            return Tagger._registry[kind]
-        except KeyError:
-            raise ArtifactError(
-                f"no tagger kind {kind!r} is registered; known kinds: {', '.join(registered_kinds())}",
-                hint=f"install the package that defines it, or name its module in ${PLUGIN_ENV}",
-            ) from None
+        """The class registered for ``kind``; an error naming the known kinds otherwise."""
+        return TAGGERS.get(kind)
 
     # ----------------------------------------------------------------------------------------------
     # What every tagger is
@@ -152,27 +128,8 @@ def check_batch_size(batch_size: int | None, default: int) -> int:
     return size
 
 
-_imported: set[str] = set()
-
-
-def import_tagger_modules() -> None:
-    """Import the modules that register tagger kinds (built-in, entry points, ``$MEDNER_TAGGER_MODULES``)."""
-    names = list(BUILTIN_MODULES)
-    names += [name.strip() for name in os.environ.get(PLUGIN_ENV, "").split(",") if name.strip()]
-    for name in names:
-        if name not in _imported:
-            importlib.import_module(name)
-            _imported.add(name)
-    for ep in entry_points(group=PLUGIN_GROUP):
-        key = f"entry-point:{ep.value}"
-        if key not in _imported:
-            ep.load()
-            _imported.add(key)
-
-
 def registered_kinds() -> list[str]:
-    import_tagger_modules()
-    return sorted(Tagger._registry)
+    return TAGGERS.kinds()
 
 
 def load_tagger(directory: Path | str, device: torch.device | str | None = None) -> Tagger:

@@ -27,7 +27,7 @@ from medner_udf.taggers.artifact import (
     write_info,
     write_json,
 )
-from medner_udf.taggers.base import Tagger
+from medner_udf.taggers.base import Tagger, check_batch_size, check_texts
 from medner_udf.text.scheme import tag_set
 from medner_udf.text.tokens import tokenize
 from medner_udf.text.types import Entity
@@ -115,9 +115,9 @@ class GazetteerTagger(Tagger):
         return self
 
     def tag(self, texts: Sequence[str], batch_size: int | None = None) -> list[list[Entity]]:
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        return [self._tag_one(t) for t in texts]
+        notes = check_texts(texts)
+        check_batch_size(batch_size, 1)
+        return [self._tag_one(t) for t in notes]
 
     def _tag_one(self, text: str) -> list[Entity]:
         tokens = tokenize(text)

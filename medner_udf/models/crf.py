@@ -14,6 +14,7 @@ Masks must be left-aligned (every sequence's tokens first, padding after) with t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -148,59 +149,62 @@ class CRF(nn.Module):
     @torch.no_grad()
     def decode(self, emissions: Tensor, mask: Tensor) -> list[list[int]]:
         """Viterbi: the best allowed tag sequence of each item, unpadded."""
+        paths, lengths = self.viterbi(emissions, mask)
+        return [row[:n].tolist() for row, n in zip(paths, lengths.tolist(), strict=True)]
+
+    @torch.no_grad()
+    def viterbi(
+        self, emissions: Tensor, mask: Tensor, prune: bool | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Best allowed tag ids of each item as one (batch, seq_len) array (padding: 0) and lengths.
+
+        Each step scores only the moves the constraints allow, grouped in buckets of targets (with
+        BIOES, I-X and E-X are reached from two tags each; O, B-X and S-X all from the same set of
+        "closed" tags). For a bucket whose targets share their sources, a source whose score trails
+        the best one by more than the spread of the bucket's transition scores can win no target,
+        so ``prune`` (default: on the CPU, where it saves most of the work of trained, confident
+        emissions) scores only the sources within that distance. This is exact: the same maxima as
+        the dense step, up to which of two exactly equal scores is picked.
+        """
         mask = mask.bool()
         self._validate(emissions, mask)
-        batch, seq_len, _ = emissions.shape
+        batch, seq_len, num_tags = emissions.shape
+        lengths = mask.sum(dim=1).cpu().numpy().astype(np.int64)
         if seq_len == 0:
-            return [[] for _ in range(batch)]
-        trans = self._trans()
-        # Each bucket scores only the moves the constraints allow: with BIOES, I-X and E-X can be
-        # reached from two tags each, so most of the (tags x tags) work of a dense step is skipped.
+            return np.zeros((batch, 0), dtype=np.int64), lengths
         device = emissions.device
+        prune = device.type == "cpu" if prune is None else prune
+        trans = self._trans()
         buckets = []
         for to, frm in self._viterbi_buckets:
             to, frm = to.to(device), frm.to(device)
             if frm.dim() == 1:
-                buckets.append((to, frm, trans[frm.unsqueeze(0), to.unsqueeze(1)]))  # (bucket_to, k)
+                by_source = trans[frm.unsqueeze(1), to.unsqueeze(0)]  # shape: (bucket_from, bucket_to)
+                spread = float(by_source.max() - by_source.min()) if prune else math.inf
+                buckets.append((frm, by_source, spread))
             else:
-                buckets.append((to, frm, trans[frm, to.unsqueeze(1)]))
+                buckets.append((frm, trans[frm, to.unsqueeze(1)], math.inf))  # (bucket_to, k)
         score = self._start() + emissions[:, 0]  # shape: (batch, num_tags)
-        history = []
+        # Backpointers in the smallest integer type that holds a tag id (a copy per step, not a stack).
+        history = torch.empty((max(seq_len - 1, 0), batch, num_tags), dtype=_index_dtype(num_tags))
         for t in range(1, seq_len):
             bests, froms = [], []
-            for _, frm, trans_g in buckets:
-                if frm.dim() == 1:  # every target shares one source list: broadcast, no gather
-                    # shape: (batch, 1, bucket_from) + (bucket_to, bucket_from)
-                    candidates = score[:, frm].unsqueeze(1) + trans_g
-                    best, arg = candidates.max(dim=2)  # shape: (batch, bucket_to) each
-                    froms.append(frm[arg])
+            for frm, trans_g, spread in buckets:
+                if frm.dim() == 1:
+                    best, source = _shared_sources_step(score[:, frm], frm, trans_g, spread)
                 else:
                     # shape: (batch, bucket_to, bucket_from)
                     candidates = score[:, frm] + trans_g
                     best, arg = candidates.max(dim=2)
-                    froms.append(
-                        torch.gather(frm.expand(arg.size(0), -1, -1), 2, arg.unsqueeze(2)).squeeze(2)
-                    )
+                    source = torch.gather(frm.expand(arg.size(0), -1, -1), 2, arg.unsqueeze(2)).squeeze(2)
                 bests.append(best)
+                froms.append(source)
             best_all = torch.cat(bests, dim=1)[:, self._viterbi_inverse]  # shape: (batch, num_tags)
-            best_from = torch.cat(froms, dim=1)[:, self._viterbi_inverse]
+            history[t - 1] = torch.cat(froms, dim=1)[:, self._viterbi_inverse]
             score = torch.where(mask[:, t : t + 1], best_all + emissions[:, t], score)
-            history.append(best_from)
         score = score + self._end()
-        lengths = mask.sum(dim=1).tolist()
-        best_last = score.argmax(dim=1).tolist()
-        hist = torch.stack(history, dim=1).cpu().numpy() if history else None  # (batch, seq_len-1, tags)
-        paths: list[list[int]] = []
-        for b in range(batch):
-            tag = best_last[b]
-            path = [tag]
-            for t in range(lengths[b] - 2, -1, -1):
-                assert hist is not None
-                tag = int(hist[b, t, tag])
-                path.append(tag)
-            path.reverse()
-            paths.append(path)
-        return paths
+        best_last = score.argmax(dim=1).cpu().numpy()
+        return _backtrack(history.cpu().numpy(), best_last, lengths), lengths
 
     @torch.no_grad()
     def forward_backward(self, emissions: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -233,23 +237,63 @@ class CRF(nn.Module):
         inside the segment + beta[last-1, y_last-1] - log Z). For a BIOES mention this is the
         probability that exactly this mention (type and both boundaries) is present.
         """
-        alphas, betas, log_z = self.forward_backward(emissions, mask)
-        alphas_np = alphas.float().cpu().numpy()
-        betas_np = betas.float().cpu().numpy()
-        log_z_np = log_z.float().cpu().numpy()
-        emissions_np = emissions.float().cpu().numpy()
-        trans = self._trans().detach().float().cpu().numpy()
+        rows = [b for b, segs in enumerate(segments) for _ in segs]
+        firsts = [first for segs in segments for first, _ in segs]
+        lasts = [last - 1 for segs in segments for _, last in segs]
+        padded = np.zeros(tuple(mask.shape), dtype=np.int64)
+        for b, path in enumerate(paths):
+            padded[b, : len(path)] = path
+        probs = self.path_probabilities(
+            emissions,
+            mask,
+            padded,
+            np.asarray(rows, np.int64),
+            np.asarray(firsts, np.int64),
+            np.asarray(lasts, np.int64),
+        ).tolist()
         out: list[list[float]] = []
-        for b, (path, segs) in enumerate(zip(paths, segments, strict=True)):
-            probs = []
-            for first, last in segs:
-                tags = path[first:last]
-                log_p = alphas_np[b, first, tags[0]] + betas_np[b, last - 1, tags[-1]] - log_z_np[b]
-                for i in range(1, len(tags)):
-                    log_p += trans[tags[i - 1], tags[i]] + emissions_np[b, first + i, tags[i]]
-                probs.append(float(min(1.0, max(0.0, np.exp(log_p)))))
-            out.append(probs)
+        for segs in segments:
+            out.append(probs[: len(segs)])
+            probs = probs[len(segs) :]
         return out
+
+    @torch.no_grad()
+    def path_probabilities(
+        self,
+        emissions: Tensor,
+        mask: Tensor,
+        paths: npt.NDArray[np.int64],
+        rows: npt.NDArray[np.int64],
+        first: npt.NDArray[np.int64],
+        last: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.float64]:
+        """Exact probability of each segment of ``paths`` (batch, seq_len): item ``rows[k]``, steps
+        ``first[k]..last[k]`` inclusive, all segments at once.
+
+        P(y_first..y_last) = exp(alpha[first, y_first] + the transition and emission scores of steps
+        first+1..last along the path + beta[last, y_last] - log Z); the inner sum is a difference of
+        the path's cumulative score. For a BIOES mention this is the probability that exactly this
+        mention (type and both boundaries) is present.
+        """
+        if len(rows) == 0:
+            return np.zeros(0, dtype=np.float64)
+        alphas, betas, log_z = self.forward_backward(emissions, mask)
+        device = emissions.device
+        path = torch.from_numpy(paths).to(device)
+        row, start, stop = (torch.from_numpy(a).to(device) for a in (rows, first, last))
+        # shape: (batch, seq_len): each step's emission of its path tag, and the move into it
+        emitted = emissions.float().gather(2, path.unsqueeze(2)).squeeze(2)
+        moves = torch.zeros_like(emitted)
+        moves[:, 1:] = self._trans().float()[path[:, :-1], path[:, 1:]]
+        cumulative = (emitted + moves).double().cumsum(dim=1)
+        log_p = (
+            alphas[row, start, path[row, start]].double()
+            + (cumulative[row, stop] - cumulative[row, start])
+            + betas[row, stop, path[row, stop]].double()
+            - log_z[row].double()
+        )
+        probabilities: npt.NDArray[np.float64] = log_p.exp().clamp(0.0, 1.0).cpu().numpy()
+        return probabilities
 
 
 class _LogPartition(torch.autograd.Function):
@@ -272,9 +316,7 @@ class _LogPartition(torch.autograd.Function):
         return log_z
 
     @staticmethod
-    def backward(
-        ctx: Any, grad: Tensor
-    ) -> tuple[Tensor, None, Tensor, Tensor, Tensor]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, Tensor, Tensor, Tensor]:
         emissions, mask, trans, end, alphas, log_z = ctx.saved_tensors
         betas = _betas(emissions, mask, trans, end)
         # shape: (batch, seq_len, tags): P(y_t = j), zero on padding, scaled by the incoming gradient
@@ -384,3 +426,53 @@ def _log_matmul_exp(scores: Tensor, exp_trans: Tensor, trans_max: Tensor) -> Ten
 
 def _penalty(allowed: npt.NDArray[np.bool_]) -> Tensor:
     return torch.where(torch.from_numpy(np.asarray(allowed, dtype=bool)), 0.0, _FORBIDDEN)
+
+
+def _index_dtype(num_tags: int) -> torch.dtype:
+    return torch.int16 if num_tags <= torch.iinfo(torch.int16).max else torch.int32
+
+
+def _shared_sources_step(
+    scores: Tensor, frm: Tensor, by_source: Tensor, spread: float
+) -> tuple[Tensor, Tensor]:
+    """One Viterbi step for targets that share their sources ``frm``.
+
+    scores: (batch, m) scores of the sources; by_source: (m, bucket_to) transition scores. Returns
+    (best score, best source tag) per target, each (batch, bucket_to). Sources more than ``spread``
+    behind the best cannot win any target (see ``CRF.viterbi``), so when few are within it only the
+    top ones are scored.
+    """
+    m = scores.size(1)
+    if spread < math.inf and m > 8:
+        top = scores.amax(dim=1, keepdim=True)  # shape: (batch, 1)
+        k = int((scores >= top - spread).sum(dim=1).max())
+        if 2 * k <= m:
+            top_scores, top_index = scores.topk(k, dim=1, sorted=False)  # shape: (batch, k)
+            # shape: (batch, k, 1) + (batch, k, bucket_to)
+            candidates = top_scores.unsqueeze(2) + by_source[top_index]
+            best, arg = candidates.max(dim=1)  # shape: (batch, bucket_to)
+            return best, frm[top_index.gather(1, arg)]
+    # shape: (batch, m, 1) + (m, bucket_to) -> max over sources
+    best, arg = (scores.unsqueeze(2) + by_source).max(dim=1)
+    return best, frm[arg]
+
+
+def _backtrack(
+    history: npt.NDArray[np.integer[Any]],
+    best_last: npt.NDArray[np.integer[Any]],
+    lengths: npt.NDArray[np.int64],
+) -> npt.NDArray[np.int64]:
+    """Follow the backpointers of every item at once: (seq_len - 1, batch, tags) -> (batch, seq_len)."""
+    batch = best_last.shape[0]
+    seq_len = history.shape[0] + 1
+    rows = np.arange(batch)
+    paths = np.zeros((batch, seq_len), dtype=np.int64)
+    current = best_last.astype(np.int64)
+    for t in range(seq_len - 1, -1, -1):
+        if t < seq_len - 1:
+            # Rows whose last step is after t step back; rows that end at or before t wait.
+            current = np.where(t < lengths - 1, history[t, rows, current], current)
+        current = np.where(t == lengths - 1, best_last, current)
+        paths[:, t] = current
+    paths[np.arange(seq_len)[None, :] >= lengths[:, None]] = 0
+    return paths

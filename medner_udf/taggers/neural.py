@@ -6,8 +6,9 @@ A neural tagger turns notes into padded batches of word emissions; everything af
 2. ``emission_batches`` (the subclass): the notes' words encoded, sorted by length so each batch pads
    little, run through the network; each batch carries its emissions, mask and, for every row, the
    note it belongs to and the words its steps are;
-3. decoding (here): ``net.decode`` (constrained Viterbi), tag paths to token ranges, the network's
-   ``segment_scores`` as entity confidences, token ranges to character offsets. Offsets come from the
+3. decoding (here): ``net.decode_mentions`` (constrained Viterbi, tag paths to token ranges and the
+   exact probability of each mention, all as arrays for the whole batch), token ranges to character
+   offsets. Offsets come from the
    tokens, which are slices of the note, so ``text[begin:end] == entity.text`` by construction;
 4. entities put back in note order, sorted by (begin, end, label).
 
@@ -44,7 +45,6 @@ from medner_udf.taggers.artifact import (
     write_json,
 )
 from medner_udf.taggers.base import Tagger, check_batch_size, check_texts, default_device
-from medner_udf.text.scheme import tags_to_token_spans
 from medner_udf.text.types import Entity, Token
 
 ItemT = TypeVar("ItemT")
@@ -70,21 +70,6 @@ def length_sorted_batches(
     order = sorted(items, key=length, reverse=longest_first)
     for start in range(0, len(order), size):
         yield order[start : start + size]
-
-
-def entities_from_path(
-    text: str,
-    tokens: Sequence[Token],
-    segments: Sequence[tuple[int, int, str]],
-    scores: Sequence[float],
-) -> list[Entity]:
-    """Entities for token ranges ``segments`` (as from ``scheme.tags_to_token_spans``) with their
-    ``scores``; offsets come from the tokens, so ``text[begin:end]`` is the entity's text."""
-    out = []
-    for (first, last, label), score in zip(segments, scores, strict=True):
-        begin, end = tokens[first].begin, tokens[last - 1].end
-        out.append(Entity(begin, end, text[begin:end], label, float(score)))
-    return out
 
 
 def sort_entities(entities: list[Entity]) -> list[Entity]:
@@ -150,18 +135,21 @@ class NeuralTagger(Tagger):
 
     def decode_batch(self, texts: Sequence[str], batch: EmissionBatch) -> list[list[Entity]]:
         """Entities of each row of ``batch`` (see the module doc, step 3)."""
-        paths = self.net.decode(batch.emissions, batch.mask)
-        tags = self.net.tags
-        spans = [tags_to_token_spans([tags[t] for t in path]) for path in paths]
-        ranges = [[(first, last) for first, last, _ in row] for row in spans]
-        if any(ranges):
-            scores = self.net.segment_scores(batch.emissions, batch.mask, paths, ranges)
-        else:
-            scores = [[] for _ in ranges]
-        return [
-            entities_from_path(texts[note], tokens, row_spans, row_scores)
-            for (note, tokens), row_spans, row_scores in zip(batch.rows, spans, scores, strict=True)
-        ]
+        mentions = self.net.decode_mentions(batch.emissions, batch.mask)
+        out: list[list[Entity]] = [[] for _ in batch.rows]
+        for row, first, last, label, score in zip(
+            mentions.row.tolist(),
+            mentions.first.tolist(),
+            mentions.last.tolist(),
+            mentions.types,
+            mentions.score.tolist(),
+            strict=True,
+        ):
+            note, tokens = batch.rows[row]
+            begin, end = tokens[first].begin, tokens[last].end
+            text = texts[note]
+            out[row].append(Entity(begin, end, text[begin:end], label, score))
+        return out
 
     # ----------------------------------------------------------------------------------------------
     # The artifact

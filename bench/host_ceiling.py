@@ -1,0 +1,131 @@
+"""The host-side ceiling of each tagger: its whole ``tag()`` path with the network's forward pass
+replaced by a zero-cost stand-in of the right output shape, on one CPU thread.
+
+Whatever an accelerator does to the forward pass, a tagger cannot tag faster than this: it is the
+cost of everything around the network (segmenting or sub-word tokenising, encoding ids, assembling
+windows, padding, Viterbi decoding, entity probabilities, building entities). The stand-in returns
+slices of one precomputed emission tensor that spells a fixed pattern of valid BIOES mentions (about
+a quarter of the words inside a mention, as in MACCROBAT), so decoding and entity building do the
+work they do on real output.
+
+    .venv/bin/python bench/host_ceiling.py --model models/<bilstm artifact> [--encoder PATH] \
+        [--notes 200] [--repeats 3] [--batch-size 256]
+
+It also times the real forward pass on the same notes (one thread), so the share of host time is
+visible side by side. Only counts and timings are printed, never note text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from medner_udf.corpus.maccrobat import corpus_path, read_corpus
+from medner_udf.models.transformer import TransformerConfig
+from medner_udf.taggers.base import load_tagger
+from medner_udf.taggers.bilstm import BiLstmCnnCrfTagger
+from medner_udf.taggers.neural import NeuralTagger
+from medner_udf.taggers.transformer import TransformerTagger
+from medner_udf.text.tokens import tokenize
+from medner_udf.training.pretrained import default_encoder_dir
+
+
+def pattern_emissions(tags: Sequence[str], length: int) -> Tensor:
+    """(length, num_tags) emissions whose best path is ``B-X I-X E-X O O O O S-Y O O O O`` repeated:
+    4 of every 12 words in mentions, two mentions per 12 words."""
+    index = {t: i for i, t in enumerate(tags)}
+    types = sorted({t[2:] for t in tags if t != "O"})
+    x, y = types[0], types[-1]
+    cycle = [f"B-{x}", f"I-{x}", f"E-{x}", "O", "O", "O", "O", f"S-{y}", "O", "O", "O", "O"]
+    out = torch.full((length, len(tags)), -5.0)
+    for i in range(length):
+        out[i, index[cycle[i % len(cycle)]]] = 5.0
+    return out
+
+
+def zero_cost_forward(tagger: NeuralTagger) -> Callable[..., tuple[Tensor, None]]:
+    """A stand-in for ``tagger.net.forward``: a slice of a cached pattern, no computation."""
+    cache = pattern_emissions(tagger.net.tags, 4096)
+
+    def forward(*args: Any, **kwargs: Any) -> tuple[Tensor, None]:
+        # The word mask is the last positional mask-like input of both networks.
+        mask = kwargs["word_mask"] if "word_mask" in kwargs else args[3]
+        batch, seq_len = mask.shape
+        if seq_len > cache.size(0):
+            raise ValueError(f"stand-in holds 4096 steps, got {seq_len}")
+        return cache[:seq_len].unsqueeze(0).expand(batch, -1, -1), None
+
+    return forward
+
+
+def words_per_second(tag: Callable[[], Any], n_words: int, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        tag()
+        best = min(best, time.perf_counter() - started)
+    return n_words / best
+
+
+def measure(name: str, tagger: NeuralTagger, texts: list[str], batch_size: int, repeats: int) -> None:
+    n_words = sum(len(tokenize(t)) for t in texts)
+    real = words_per_second(lambda: tagger.tag(texts, batch_size=batch_size), n_words, repeats)
+    original = tagger.net.forward
+    tagger.net.forward = zero_cost_forward(tagger)  # type: ignore[method-assign]
+    try:
+        host = words_per_second(lambda: tagger.tag(texts, batch_size=batch_size), n_words, repeats)
+    finally:
+        tagger.net.forward = original  # type: ignore[method-assign]
+    print(
+        f"| {name} | {n_words:,} | {batch_size} | {real:,.0f} | {host:,.0f} | {100 * real / host:.0f}% |",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--model", type=Path, required=True, help="a BiLSTM-CNN-CRF artifact")
+    parser.add_argument("--transformer", type=Path, default=None, help="a transformer artifact (optional)")
+    parser.add_argument("--encoder", type=Path, default=None, help="without --transformer: untrained head here")
+    parser.add_argument("--corpus", type=Path, default=None)
+    parser.add_argument("--notes", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=256, help="segments/windows per forward pass")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)
+    docs = read_corpus(corpus_path(args.corpus), "all")
+    texts = [docs[i % len(docs)].text for i in range(args.notes)]
+    bilstm = load_tagger(args.model, device="cpu")
+    if not isinstance(bilstm, BiLstmCnnCrfTagger):
+        parser.error(f"--model must be a BiLSTM-CNN-CRF artifact, got kind {bilstm.kind!r}")
+    if args.transformer is not None:
+        transformer = load_tagger(args.transformer, device="cpu")
+        if not isinstance(transformer, TransformerTagger):
+            parser.error(f"--transformer must be a transformer artifact, got kind {transformer.kind!r}")
+    else:
+        # The host path does not depend on the weights: an untrained head on the encoder will do.
+        transformer = TransformerTagger.create(
+            args.encoder or default_encoder_dir(),
+            bilstm.tags,
+            TransformerConfig(window=256, stride=240),
+            name="ceiling",
+            version="0",
+        ).to("cpu")
+    print(f"{args.notes} notes, one thread; words/s of the whole tag() path")
+    print("| tagger | words | batch | real forward | zero-cost forward (host ceiling) | real / ceiling |")
+    print("|---|---|---|---|---|---|")
+    measure("BiLSTM-CNN-CRF", bilstm, texts, args.batch_size, args.repeats)
+    measure(f"transformer ({transformer.config.model_type})", transformer, texts, args.batch_size, args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

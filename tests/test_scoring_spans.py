@@ -1,4 +1,4 @@
-"""score_spans / format_table / seqeval_scores on hand-made cases with hand-computed answers."""
+"""score_spans / format_table on hand-made cases with hand-computed answers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from medner_udf.corpus.maccrobat import Document
-from medner_udf.evaluation.scoring import PRF, Scores, format_table, score_spans, seqeval_scores
+from medner_udf.evaluation.scoring import PRF, Scores, format_table, score_spans
 from medner_udf.text.types import Span
 
 AGE = Span(2, 13, "Age")
@@ -179,30 +178,3 @@ def test_scores_is_frozen() -> None:
     assert isinstance(s, Scores)
     with pytest.raises(AttributeError):
         s.macro_f1 = 0.0  # type: ignore[misc]
-
-
-def test_seqeval_scores_on_hand_made_case() -> None:
-    text = "A 45-year-old man had chest pain ."
-    # Tokens: A | 45 | - | year | - | old | man | had | chest | pain | .
-    gold = (Span(2, 13, "Age"), Span(14, 17, "Sex"), Span(22, 32, "Sign_symptom"))
-    doc = Document("d", text, gold)
-    # Age exact, Sex missed, pain alone predicted as a shorter Sign_symptom, plus a spurious 'had'.
-    pred = {"d": [Span(2, 13, "Age"), Span(28, 32, "Sign_symptom"), Span(18, 21, "Activity")]}
-    out = seqeval_scores([doc], pred)
-    # 3 gold chunks, 3 predicted chunks, 1 correct: P = R = F1 = 1/3.
-    assert out["precision"] == pytest.approx(1 / 3)
-    assert out["recall"] == pytest.approx(1 / 3)
-    assert out["f1"] == pytest.approx(1 / 3)
-    assert out["n_tokens"] == 11
-
-
-def test_seqeval_agrees_with_strict_when_predictions_are_gold() -> None:
-    doc = Document("d", "chest pain and fever", (Span(0, 10, "Sign_symptom"), Span(15, 20, "Sign_symptom")))
-    assert seqeval_scores([doc], {"d": list(doc.mentions)})["f1"] == 1.0
-    assert seqeval_scores([doc], {})["recall"] == 0.0
-
-
-def test_seqeval_rejects_unknown_docs() -> None:
-    doc = Document("d", "x", ())
-    with pytest.raises(ValueError, match="'e'"):
-        seqeval_scores([doc], {"e": []})

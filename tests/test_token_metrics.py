@@ -114,3 +114,20 @@ def test_token_metrics_all_outside_scores_zero_entity_figures_and_full_accuracy(
     assert m.token_micro == Ratios(0.0, 0.0, 0.0)
     assert m.token_accuracy == 1.0
     assert m.token_weighted_f1 == 1.0
+
+
+def test_token_metrics_on_a_hand_made_note() -> None:
+    text = "A 45-year-old man had chest pain ."
+    # Tokens: A | 45 | - | year | - | old | man | had | chest | pain | .
+    gold = (Span(2, 13, "Age"), Span(14, 17, "Sex"), Span(22, 32, "Sign_symptom"))
+    doc = Document("d", text, gold)
+    # Age exact, Sex missed, "pain" alone as a shorter Sign_symptom, and a spurious "had".
+    pred = {"d": [Span(2, 13, "Age"), Span(28, 32, "Sign_symptom"), Span(18, 21, "Activity")]}
+    out = token_metrics([doc], pred)
+    # 3 gold chunks, 3 predicted chunks, 1 correct: P = R = F1 = 1/3.
+    assert out.seqeval == Ratios(pytest.approx(1 / 3), pytest.approx(1 / 3), pytest.approx(1 / 3))
+    # Entity tokens: gold 45 - year - old | man | chest pain (8); predicted 45 - year - old | had |
+    # pain (7); right type on 6 (the Age tokens and "pain"): P 6/7, R 6/8.
+    assert out.token_micro.precision == pytest.approx(6 / 7)
+    assert out.token_micro.recall == pytest.approx(6 / 8)
+    assert out.n_tokens == 11 and out.n_gold_entity_tokens == 8

@@ -23,7 +23,8 @@ from typing import Any
 
 from medner_udf.corpus.dataset import Sentence, to_sentences
 from medner_udf.corpus.maccrobat import Document, read_corpus
-from medner_udf.evaluation.scoring import Scores, score_spans, seqeval_scores
+from medner_udf.evaluation.scoring import Scores, score_spans
+from medner_udf.evaluation.token_metrics import token_metrics
 from medner_udf.text.scheme import tags_to_token_spans
 from medner_udf.text.tokens import segment
 from medner_udf.text.types import Span, Token
@@ -205,7 +206,7 @@ def run(
             "dev": _summary(dev_scores),
             "test": _summary(test_scores),
             # Token-level conlleval-like figure, only for comparison with published tables.
-            "test_seqeval_f1": round(seqeval_scores(test_docs, test_pred)["f1"], 4),
+            "test_seqeval_f1": round(token_metrics(test_docs, test_pred).seqeval.f1, 4),
         }
     )
     return result

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from medner_udf.corpus.maccrobat import Document, read_corpus
 from medner_udf.evaluation.plots import confusion_matrix, plot_confusion
-from medner_udf.evaluation.scoring import format_table, score_spans, seqeval_scores, token_label_pairs
+from medner_udf.evaluation.scoring import format_table, score_spans, token_label_pairs
+from medner_udf.evaluation.token_metrics import token_metrics
 from medner_udf.taggers.artifact import write_json
 from medner_udf.text.scheme import OUTSIDE
 from medner_udf.text.tokens import tokenize
@@ -109,7 +110,8 @@ def evaluate_tagger(
         "tag_seconds": round(seconds, 4),
         "tokens_per_second": round(n_tokens / seconds, 1) if seconds > 0 else None,
         **scores.to_dict(),
-        "seqeval": seqeval_scores(docs, pred),
+        # Token-level figures, only for comparison with published tables (token_metrics' doc).
+        "token_level": token_metrics(docs, pred).to_dict(),
     }
     write_json(out_dir / SCORES_FILE, result)
 

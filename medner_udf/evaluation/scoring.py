@@ -20,9 +20,10 @@ on any tokeniser or tag scheme (DESIGN.md, "How accuracy is measured"):
 - **type confusions**: each ``type`` or ``type_and_boundary`` prediction paired with the gold
   mention it overlaps most (the earliest of equals), counted by (predicted type, gold type).
 
-``seqeval_scores`` gives the token-level, conlleval-like figure that papers usually report, only for
-comparison with published tables: it is computed on flattened BIO tags, so it silently ignores the
-nested mentions a flat tagger cannot represent, and it is not the figure we lead with.
+The token-level, conlleval-like figures that papers usually report (seqeval and friends) are in
+``medner_udf.evaluation.token_metrics``, only for comparison with published tables: they are
+computed on flattened BIO tags, so they silently ignore the nested mentions a flat tagger cannot
+represent, and they are not the figures we lead with.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from medner_udf.text.tokens import tokenize
 from medner_udf.text.types import Span
 
 if TYPE_CHECKING:  # the corpus module is only needed for a type hint
-    from medner_udf.corpus.maccrobat import Document
+    pass
 
 
 @dataclass(frozen=True)
@@ -169,49 +170,6 @@ def score_spans(gold: Mapping[str, Iterable[Span]], pred: Mapping[str, Iterable[
     gold_types = [lab for lab in labels if gold_by_type[lab]]
     macro = sum(per_type[lab].f1 for lab in gold_types) / len(gold_types) if gold_types else 0.0
     return Scores(strict, relaxed, macro, per_type, errors=dict(errors), confusions=dict(confusions))
-
-
-def bioes_to_bio(tags: Sequence[str]) -> list[str]:
-    """``S-X`` -> ``B-X`` and ``E-X`` -> ``I-X``; other tags unchanged."""
-    out = []
-    for tag in tags:
-        if tag.startswith("S-"):
-            out.append("B-" + tag[2:])
-        elif tag.startswith("E-"):
-            out.append("I-" + tag[2:])
-        else:
-            out.append(tag)
-    return out
-
-
-def document_bio_tags(text: str, spans: Iterable[Span]) -> list[str]:
-    """Token-level BIO tags of a whole note (``tokenize``), from spans flattened longest-first."""
-    return bioes_to_bio(spans_to_tags(tokenize(text), flatten(sorted(set(spans))).kept))
-
-
-def seqeval_scores(docs: Sequence[Document], predictions: Mapping[str, Iterable[Span]]) -> dict[str, Any]:
-    """Token-level conlleval-like micro P/R/F1 (seqeval's default mode) on flattened BIO tags.
-
-    One tag sequence per document (so a mention across a line break stays one chunk). Gold is the
-    documents' mentions flattened longest-first, as the taggers are trained; predictions are flattened
-    the same way (a no-op for a flat tagger). Kept only to compare with published tables.
-    """
-    from seqeval.metrics import f1_score, precision_score, recall_score
-
-    doc_ids = {d.doc_id for d in docs}
-    unknown = sorted(set(predictions) - doc_ids)
-    if unknown:
-        raise ValueError(f"predictions for {len(unknown)} documents not in docs: {unknown[:5]}")
-    y_true = [document_bio_tags(d.text, d.mentions) for d in docs]
-    y_pred = [document_bio_tags(d.text, predictions.get(d.doc_id, ())) for d in docs]
-    if not any(y_true):
-        return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "n_tokens": 0}
-    return {
-        "precision": float(precision_score(y_true, y_pred, zero_division=0)),
-        "recall": float(recall_score(y_true, y_pred, zero_division=0)),
-        "f1": float(f1_score(y_true, y_pred, zero_division=0)),
-        "n_tokens": sum(len(t) for t in y_true),
-    }
 
 
 def token_label_pairs(text: str, gold: Iterable[Span], pred: Iterable[Span]) -> list[tuple[str, str]]:

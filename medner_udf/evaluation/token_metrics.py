@@ -4,7 +4,7 @@ The seed study scored a Hugging Face copy of MACCROBAT2020 (one row per document
 random 90/10 split and reported "F1" without saying which. These are the candidate figures, all
 computed on BIO tags over the ``medner_udf.text.tokens.tokenize`` tokens of each **whole document**
 (one tag sequence per document), gold and predicted spans flattened longest-first exactly as
-``scoring.document_bio_tags`` does (so nested gold mentions a flat tagger cannot represent are
+``document_bio_tags`` does (so nested gold mentions a flat tagger cannot represent are
 dropped from gold here, which the document-level scorer never does):
 
 - ``seqeval``: seqeval's entity-level micro P/R/F1 in its default (conlleval-like) mode, where an
@@ -31,8 +31,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from medner_udf.evaluation.scoring import document_bio_tags
-from medner_udf.text.scheme import OUTSIDE
+from medner_udf.text.scheme import OUTSIDE, flatten, spans_to_tags
+from medner_udf.text.tokens import tokenize
 from medner_udf.text.types import Span
 
 if TYPE_CHECKING:  # the corpus module is only needed for a type hint
@@ -63,6 +63,24 @@ class TokenMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def bioes_to_bio(tags: Sequence[str]) -> list[str]:
+    """``S-X`` -> ``B-X`` and ``E-X`` -> ``I-X``; other tags unchanged."""
+    out = []
+    for tag in tags:
+        if tag.startswith("S-"):
+            out.append("B-" + tag[2:])
+        elif tag.startswith("E-"):
+            out.append("I-" + tag[2:])
+        else:
+            out.append(tag)
+    return out
+
+
+def document_bio_tags(text: str, spans: Iterable[Span]) -> list[str]:
+    """Token-level BIO tags of a whole note (``tokenize``), from spans flattened longest-first."""
+    return bioes_to_bio(spans_to_tags(tokenize(text), flatten(sorted(set(spans))).kept))
 
 
 def _type_of(tag: str) -> str:

@@ -336,3 +336,24 @@ def test_decode_mentions_equals_the_per_row_reading(head: str) -> None:
             list(zip(got.row.tolist(), got.first.tolist(), got.last.tolist(), got.types, strict=True)) == want
         )
         np.testing.assert_allclose(got.score, [s for row in scores for s in row], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("confidence", [0.5, 5.0])
+def test_crf_cpu_recursions_equal_the_torch_ones_on_a_real_tag_set(confidence: float) -> None:
+    tags = tag_set([f"T{i:02d}" for i in range(41)])
+    crf = CRF(len(tags), allowed_transitions(tags))
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        crf.transitions.copy_(torch.randn(len(tags), len(tags), generator=gen))
+        crf.start_transitions.copy_(torch.randn(len(tags), generator=gen))
+        crf.end_transitions.copy_(torch.randn(len(tags), generator=gen))
+    lengths = [3, 1, 70, 25]
+    emissions = torch.randn(len(lengths), max(lengths), len(tags), generator=gen) * confidence
+    mask = torch.tensor([[t < n for t in range(max(lengths))] for n in lengths])
+    numpy_paths, _ = crf.viterbi(emissions, mask)  # the CPU default: crf_cpu
+    torch_paths, _ = crf.viterbi(emissions, mask, prune=False)
+    np.testing.assert_array_equal(numpy_paths, torch_paths)
+    fast = crf.forward_backward(emissions, mask)
+    reference = crf.forward_backward(emissions, mask, on_cpu=False)
+    for got, want in zip(fast, reference, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)

@@ -22,6 +22,8 @@ import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
+from medner_udf.models import crf_cpu
+
 # Added to the score of disallowed moves. Finite (not -inf) so that logsumexp over a row of only
 # disallowed moves stays finite and gradients stay defined; e^-10000 underflows to exactly 0.
 _FORBIDDEN = -10000.0
@@ -162,9 +164,11 @@ class CRF(nn.Module):
         BIOES, I-X and E-X are reached from two tags each; O, B-X and S-X all from the same set of
         "closed" tags). For a bucket whose targets share their sources, a source whose score trails
         the best one by more than the spread of the bucket's transition scores can win no target,
-        so ``prune`` (default: on the CPU, where it saves most of the work of trained, confident
-        emissions) scores only the sources within that distance. This is exact: the same maxima as
-        the dense step, up to which of two exactly equal scores is picked.
+        so ``prune`` scores only the sources within that distance. This is exact: the same maxima as
+        the dense step, up to which of two exactly equal scores is picked. By default (``prune``
+        None) a CPU batch goes to the NumPy recursion of ``crf_cpu`` (which prunes), anything else to
+        the torch one without pruning (on a GPU, pruning's per-step synchronisation costs more than
+        it saves); ``prune`` True or False forces the torch recursion.
         """
         mask = mask.bool()
         self._validate(emissions, mask)
@@ -173,7 +177,9 @@ class CRF(nn.Module):
         if seq_len == 0:
             return np.zeros((batch, 0), dtype=np.int64), lengths
         device = emissions.device
-        prune = device.type == "cpu" if prune is None else prune
+        if prune is None and device.type == "cpu":
+            return crf_cpu.viterbi(emissions.float().numpy(), lengths, self.potentials()), lengths
+        prune = bool(prune)
         trans = self._trans()
         buckets = []
         for to, frm in self._viterbi_buckets:
@@ -193,10 +199,11 @@ class CRF(nn.Module):
                 if frm.dim() == 1:
                     best, source = _shared_sources_step(score[:, frm], frm, trans_g, spread)
                 else:
-                    # shape: (batch, bucket_to, bucket_from)
-                    candidates = score[:, frm] + trans_g
-                    best, arg = candidates.max(dim=2)
-                    source = torch.gather(frm.expand(arg.size(0), -1, -1), 2, arg.unsqueeze(2)).squeeze(2)
+                    # A few sources per target (frm: (bucket_to, k)): elementwise maxima over k, far
+                    # cheaper on a CPU than a reduction over a dimension of size k.
+                    best, source = _running_max(
+                        [(score[:, frm[:, i]] + trans_g[:, i], frm[:, i]) for i in range(frm.size(1))]
+                    )
                 bests.append(best)
                 froms.append(source)
             best_all = torch.cat(bests, dim=1)[:, self._viterbi_inverse]  # shape: (batch, num_tags)
@@ -204,13 +211,31 @@ class CRF(nn.Module):
             score = torch.where(mask[:, t : t + 1], best_all + emissions[:, t], score)
         score = score + self._end()
         best_last = score.argmax(dim=1).cpu().numpy()
-        return _backtrack(history.cpu().numpy(), best_last, lengths), lengths
+        return crf_cpu.backtrack(history.cpu().numpy(), best_last, lengths), lengths
+
+    def potentials(self) -> crf_cpu.Potentials:
+        """The constrained scores as arrays, for the CPU inference path (``crf_cpu``)."""
+        return crf_cpu.Potentials(
+            start=self._start().detach().float().cpu().numpy(),
+            trans=self._trans().detach().float().cpu().numpy(),
+            end=self._end().detach().float().cpu().numpy(),
+            allowed=(self.transition_penalty == 0).cpu().numpy(),
+        )
 
     @torch.no_grad()
-    def forward_backward(self, emissions: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(alphas, betas, log_z): shapes (batch, seq_len, tags), same, (batch,)."""
+    def forward_backward(
+        self, emissions: Tensor, mask: Tensor, on_cpu: bool | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(alphas, betas, log_z): shapes (batch, seq_len, tags), same, (batch,).
+
+        On the CPU (``on_cpu`` None) the NumPy recursions of ``crf_cpu`` compute them.
+        """
         mask = mask.bool()
         self._validate(emissions, mask)
+        if on_cpu if on_cpu is not None else emissions.device.type == "cpu":
+            lengths = mask.sum(dim=1).cpu().numpy().astype(np.int64)
+            arrays = crf_cpu.forward_backward(emissions.float().cpu().numpy(), lengths, self.potentials())
+            return tuple(torch.from_numpy(a).to(emissions.device) for a in arrays)  # type: ignore[return-value]
         alphas = self._alphas(emissions, mask)
         betas = self._betas(emissions, mask)
         log_z = torch.logsumexp(alphas[:, -1] + self._end(), dim=1)
@@ -446,33 +471,27 @@ def _shared_sources_step(
     if spread < math.inf and m > 8:
         top = scores.amax(dim=1, keepdim=True)  # shape: (batch, 1)
         k = int((scores >= top - spread).sum(dim=1).max())
-        if 2 * k <= m:
+        if k <= 8:
             top_scores, top_index = scores.topk(k, dim=1, sorted=False)  # shape: (batch, k)
-            # shape: (batch, k, 1) + (batch, k, bucket_to)
-            candidates = top_scores.unsqueeze(2) + by_source[top_index]
-            best, arg = candidates.max(dim=1)  # shape: (batch, bucket_to)
-            return best, frm[top_index.gather(1, arg)]
+            # shape: (batch, 1) + (batch, bucket_to) per kept source
+            return _running_max(
+                [
+                    (top_scores[:, i : i + 1] + by_source[top_index[:, i]], frm[top_index[:, i : i + 1]])
+                    for i in range(k)
+                ]
+            )
     # shape: (batch, m, 1) + (m, bucket_to) -> max over sources
     best, arg = (scores.unsqueeze(2) + by_source).max(dim=1)
     return best, frm[arg]
 
 
-def _backtrack(
-    history: npt.NDArray[np.integer[Any]],
-    best_last: npt.NDArray[np.integer[Any]],
-    lengths: npt.NDArray[np.int64],
-) -> npt.NDArray[np.int64]:
-    """Follow the backpointers of every item at once: (seq_len - 1, batch, tags) -> (batch, seq_len)."""
-    batch = best_last.shape[0]
-    seq_len = history.shape[0] + 1
-    rows = np.arange(batch)
-    paths = np.zeros((batch, seq_len), dtype=np.int64)
-    current = best_last.astype(np.int64)
-    for t in range(seq_len - 1, -1, -1):
-        if t < seq_len - 1:
-            # Rows whose last step is after t step back; rows that end at or before t wait.
-            current = np.where(t < lengths - 1, history[t, rows, current], current)
-        current = np.where(t == lengths - 1, best_last, current)
-        paths[:, t] = current
-    paths[np.arange(seq_len)[None, :] >= lengths[:, None]] = 0
-    return paths
+def _running_max(candidates: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Elementwise best of (score, source) candidates, each (batch, targets) (sources broadcast);
+    the first of equal scores wins, as in ``Tensor.max``."""
+    best, source = candidates[0]
+    source = source.expand_as(best)
+    for score, src in candidates[1:]:
+        better = score > best
+        best = torch.where(better, score, best)
+        source = torch.where(better, src.expand_as(best), source)
+    return best, source

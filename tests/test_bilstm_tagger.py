@@ -210,3 +210,46 @@ def test_bilstm_training_words_beyond_the_glove_cut_keep_their_vectors() -> None
         assert row > 1, word
         np.testing.assert_allclose(table[row], vectors[words.index(word)])
     assert tagger.words.get("unseen") == 1  # beyond the cut and not a training word
+
+
+def test_bilstm_array_inference_equals_the_token_by_token_encoding(trained: BiLstmCnnCrfTagger) -> None:
+    # Inference encodes every note of a call at once from code-point arrays; training encodes
+    # segments token by token (encode). The network must see the same ids either way.
+    from medner_udf.taggers.neural import EmissionBatch
+
+    texts = [
+        *NOTES,
+        "",
+        "  \n ",
+        "Supercalifragilisticexpialidocious-antidisestablishmentarianism 5mg\r\nµg ≥ 10\U0001f600 ok",
+        "chest pain. " * 40,
+    ]
+    seen: list[tuple[torch.Tensor, ...]] = []
+    forward = trained.net.forward
+
+    def spy(words: torch.Tensor, tuned: torch.Tensor, chars: torch.Tensor, mask: torch.Tensor) -> object:
+        seen.append((words, tuned, chars, mask))
+        return forward(words, tuned, chars, mask)
+
+    trained.net.forward = spy  # type: ignore[method-assign]
+    try:
+        batches: list[EmissionBatch] = list(trained.emission_batches(texts, 5))
+    finally:
+        trained.net.forward = forward  # type: ignore[method-assign]
+    for batch, (words, tuned, chars, mask) in zip(batches, seen, strict=True):
+        segments = []
+        for row, note in enumerate(batch.notes):
+            n = int(mask[row].sum())
+            by_offset = {(t.begin, t.end): t for seg in trained.segments(texts[note]) for t in seg}
+            segments.append(
+                [by_offset[(b, e)] for b, e in zip(batch.begins[row, :n], batch.ends[row, :n], strict=True)]
+            )
+        want = trained.encode(segments)
+        for got_t, want_t in (
+            (words, want.words),
+            (tuned, want.tuned),
+            (chars, want.chars),
+            (mask, want.mask),
+        ):
+            assert torch.equal(got_t, want_t)
+    assert sum(len(b.notes) for b in batches) == sum(len(trained.segments(t)) for t in texts)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from medner_udf.text.tokens import segment, tokenize
+from medner_udf.corpus.maccrobat import Document
+from medner_udf.text.tokens import _TOKEN_RE, segment, token_bounds, tokenize
 
 # Every code point category, lone surrogates included (they are legal in a Python str and do turn
 # up in badly decoded exports); line endings and controls are mixed in on purpose.
@@ -101,3 +104,68 @@ def test_packing_joins_short_lines_up_to_the_limit() -> None:
         ["a", "b", "c", "d"],
         ["e", "f", "g"],
     ]
+
+
+# The straightforward reading of the segmentation rules (token by token), as an oracle for the
+# array implementation in medner_udf.text.tokens.
+def _reference_segment(text: str, max_tokens: int, pack: bool) -> list[list[tuple[int, int]]]:
+    def regex_tokens(a: int, b: int) -> list[tuple[int, int]]:
+        return [(m.start(), m.end()) for m in _TOKEN_RE.finditer(text, a, b)]
+
+    lines, start = [], 0
+    for m in re.finditer(r"\r\n|\r|\n", text):
+        lines.append((start, m.start()))
+        start = m.end()
+    lines.append((start, len(text)))
+    out: list[list[tuple[int, int]]] = []
+    for a, b in lines:
+        tokens = regex_tokens(a, b)
+        pieces = []
+        while len(tokens) > max_tokens:
+            cut = max_tokens
+            for i in range(max_tokens - 1, max_tokens // 2 - 1, -1):
+                if text[tokens[i][0] : tokens[i][1]] in ".!?;":
+                    cut = i + 1
+                    break
+            pieces.append(tokens[:cut])
+            tokens = tokens[cut:]
+        if tokens:
+            pieces.append(tokens)
+        for piece in pieces:
+            if pack and out and len(out[-1]) + len(piece) <= max_tokens:
+                out[-1] = out[-1] + piece
+            else:
+                out.append(piece)
+    return out
+
+
+def test_char_classes_are_the_regular_expression_s_on_every_bmp_character() -> None:
+    every = "".join(map(chr, range(0x10000)))
+    begins, ends = token_bounds(every)
+    want = [(m.start(), m.end()) for m in _TOKEN_RE.finditer(every)]
+    assert list(zip(begins.tolist(), ends.tolist(), strict=True)) == want
+    spaced = " ".join(every[::7]) + "\U0001f600a\U0001d7d8\U00010400"  # astral emoji, digit, letter
+    begins, ends = token_bounds(spaced)
+    want = [(m.start(), m.end()) for m in _TOKEN_RE.finditer(spaced)]
+    assert list(zip(begins.tolist(), ends.tolist(), strict=True)) == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANY_TEXT, st.integers(1, 12), st.booleans())
+@example("a b c. d e f g. h i\r\nj k;l m n o p q", 4, True)
+def test_array_tokenizer_and_segmenter_match_the_regex_reading(
+    text: str, max_tokens: int, pack: bool
+) -> None:
+    begins, ends = token_bounds(text)
+    assert list(zip(begins.tolist(), ends.tolist(), strict=True)) == [
+        (m.start(), m.end()) for m in _TOKEN_RE.finditer(text)
+    ]
+    got = [[(t.begin, t.end) for t in seg] for seg in segment(text, max_tokens, pack)]
+    assert got == _reference_segment(text, max_tokens, pack)
+
+
+def test_segmentation_of_the_corpus_matches_the_reference(corpus_docs: list[Document]) -> None:
+    for doc in corpus_docs[:60]:
+        for max_tokens, pack in ((128, False), (128, True), (20, True)):
+            got = [[(t.begin, t.end) for t in seg] for seg in segment(doc.text, max_tokens, pack)]
+            assert got == _reference_segment(doc.text, max_tokens, pack), doc.doc_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +12,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from medner_udf.models.bilstm_cnn_crf import UNK, BiLstmCnnCrf, BiLstmCnnCrfConfig
+from medner_udf.models.bilstm_cnn_crf import PAD, UNK, BiLstmCnnCrf, BiLstmCnnCrfConfig
 from medner_udf.taggers.artifact import ArtifactError, ArtifactInfo, read_json, write_json
 from medner_udf.taggers.base import Tagger
-from medner_udf.taggers.neural import EmissionBatch, NeuralTagger, length_sorted_batches
-from medner_udf.text.tokens import DEFAULT_MAX_SEGMENT_TOKENS, segment
+from medner_udf.taggers.neural import EmissionBatch, NeuralTagger
+from medner_udf.text.tokens import DEFAULT_MAX_SEGMENT_TOKENS, Segments, codepoints, segment, segment_bounds
 from medner_udf.text.types import Token
 
 VOCAB_FILE = "vocab.json"
@@ -54,6 +54,22 @@ class Encoded:
         return Encoded(
             *(t.to(device, non_blocking=True) for t in (self.words, self.tuned, self.chars, self.mask))
         )
+
+
+@dataclass(frozen=True)
+class _EncodedNotes:
+    """The tokens of every note of a ``tag`` call as flat arrays (token k: ``begins[k]:ends[k]`` in
+    its note, its ids), and the segments as ranges of them (segment s: tokens
+    ``segment_start[s]:segment_stop[s]`` of note ``segment_note[s]``)."""
+
+    begins: npt.NDArray[np.int64]
+    ends: npt.NDArray[np.int64]
+    words: npt.NDArray[np.int64]
+    tuned: npt.NDArray[np.int64]
+    chars: npt.NDArray[np.int64]  # (tokens, max_word_chars)
+    segment_note: npt.NDArray[np.int64]
+    segment_start: npt.NDArray[np.int64]
+    segment_stop: npt.NDArray[np.int64]
 
 
 @Tagger.register(KIND)
@@ -192,17 +208,80 @@ class BiLstmCnnCrfTagger(NeuralTagger):
         """The token segments the network sees for ``text`` (as in training)."""
         return segment(text, self.max_segment_tokens, self.pack_lines)
 
+    def _char_ids(self, points: npt.NDArray[np.uint32]) -> npt.NDArray[np.int64]:
+        """The character vocabulary's id of each code point (``chars.get`` for each character)."""
+        table: npt.NDArray[np.int64] | None = getattr(self, "_bmp_char_ids", None)
+        if table is None:
+            table = np.full(0x10000, UNK, dtype=np.int64)
+            for ch, i in self.chars.index.items():
+                if ord(ch) < 0x10000:
+                    table[ord(ch)] = i
+            self._bmp_char_ids = table
+        ids = table[np.minimum(points, 0xFFFF)]
+        high = np.flatnonzero(points > 0xFFFF)
+        if high.size:
+            ids[high] = [self.chars.get(chr(int(c))) for c in points[high]]
+        return ids
+
+    def _encode_notes(self, texts: Sequence[str]) -> _EncodedNotes:
+        """Every note's segments with the word, tuned-word and character ids of all its tokens, as
+        flat arrays over the whole call (what ``encode`` computes batch by batch, token by token)."""
+        width = self.config.max_word_chars
+        words_get, tuned_get = self.words.index.get, self.tuned_words.index.get
+        parts: list[tuple[Segments, list[int], list[int], npt.NDArray[np.int64]]] = []
+        for text in texts:
+            segs = segment_bounds(text, self.max_segment_tokens, self.pack_lines)
+            keys = [text[b:e].lower() for b, e in zip(segs.begins.tolist(), segs.ends.tolist(), strict=True)]
+            points = codepoints(text)
+            # shape: (tokens, width): the first characters of each token, PAD after its end
+            at = segs.begins[:, None] + np.arange(width)[None, :]
+            inside = at < segs.ends[:, None]
+            chars = np.where(inside, self._char_ids(points)[np.minimum(at, max(len(points) - 1, 0))], PAD)
+            parts.append((segs, [words_get(k, UNK) for k in keys], [tuned_get(k, UNK) for k in keys], chars))
+        offsets = np.cumsum([0] + [len(p[0].begins) for p in parts])
+        return _EncodedNotes(
+            begins=np.concatenate([p[0].begins for p in parts] + [np.zeros(0, np.int64)]),
+            ends=np.concatenate([p[0].ends for p in parts] + [np.zeros(0, np.int64)]),
+            words=np.array([w for p in parts for w in p[1]], dtype=np.int64),
+            tuned=np.array([w for p in parts for w in p[2]], dtype=np.int64),
+            chars=np.concatenate([p[3] for p in parts] + [np.zeros((0, width), np.int64)]),
+            segment_note=np.array([n for n, p in enumerate(parts) for _ in range(len(p[0]))], dtype=np.int64),
+            segment_start=np.concatenate(
+                [p[0].starts + offsets[n] for n, p in enumerate(parts)] + [np.zeros(0, np.int64)]
+            ),
+            segment_stop=np.concatenate(
+                [p[0].stops + offsets[n] for n, p in enumerate(parts)] + [np.zeros(0, np.int64)]
+            ),
+        )
+
     def emission_batches(self, texts: Sequence[str], batch_size: int) -> Iterator[EmissionBatch]:
-        # Every segment of every note, remembered with its note; then sorted by length so each
-        # batch pads little.
-        segments: list[tuple[int, list[Token]]] = [
-            (n, seg) for n, text in enumerate(texts) for seg in self.segments(text)
-        ]
+        # Every segment of every note; then sorted by length so each batch pads little.
+        notes = self._encode_notes(texts)
+        sizes = notes.segment_stop - notes.segment_start
+        order = np.argsort(sizes, kind="stable")
         device = self.device
-        for batch in length_sorted_batches(segments, batch_size, lambda item: len(item[1])):
-            enc = self.encode([seg for _, seg in batch]).to(device)
-            emissions, _ = self.net(enc.words, enc.tuned, enc.chars, enc.mask)
-            yield EmissionBatch(emissions, enc.mask, list(batch))
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            seq_len = int(sizes[batch].max())
+            at = notes.segment_start[batch][:, None] + np.arange(seq_len)[None, :]  # (batch, seq_len)
+            mask = at < notes.segment_stop[batch][:, None]
+            at = np.where(mask, at, 0)
+            # The character width of the batch, as ``encode`` picks it: its longest token, capped,
+            # and at least the CNN's kernel.
+            token_len = np.where(mask, notes.ends[at] - notes.begins[at], 0)
+            width = max(min(self.config.max_word_chars, int(token_len.max())), self.config.char_kernel)
+            words = torch.from_numpy(np.where(mask, notes.words[at], PAD))
+            tuned = torch.from_numpy(np.where(mask, notes.tuned[at], PAD))
+            chars = torch.from_numpy(np.where(mask[:, :, None], notes.chars[at][:, :, :width], PAD))
+            mask_t = torch.from_numpy(mask)
+            emissions, _ = self.net(words.to(device), tuned.to(device), chars.to(device), mask_t.to(device))
+            yield EmissionBatch(
+                emissions,
+                mask_t.to(device),
+                notes.segment_note[batch].tolist(),
+                np.where(mask, notes.begins[at], 0),
+                np.where(mask, notes.ends[at], 0),
+            )
 
     # ----------------------------------------------------------------------------------------------
     @classmethod

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -55,12 +57,28 @@ class EmissionBatch:
     """Word emissions of a batch of word sequences, ready to decode.
 
     ``emissions``: (batch, seq_len, num_tags); ``mask``: (batch, seq_len) bool, left-aligned;
-    ``rows[b]``: (index of the note in the ``tag`` call, the tokens row ``b``'s steps are).
+    ``notes[b]``: the index in the ``tag`` call of the note row ``b`` belongs to; ``begins`` and
+    ``ends``: (batch, seq_len) character offsets in that note of the word each step is.
     """
 
     emissions: Tensor
     mask: Tensor
-    rows: list[tuple[int, Sequence[Token]]]
+    notes: list[int]
+    begins: npt.NDArray[np.int64]
+    ends: npt.NDArray[np.int64]
+
+    @classmethod
+    def of_tokens(
+        cls, emissions: Tensor, mask: Tensor, rows: Sequence[tuple[int, Sequence[Token]]]
+    ) -> EmissionBatch:
+        """A batch whose rows are given as (note index, its tokens)."""
+        shape = tuple(mask.shape)
+        begins = np.zeros(shape, dtype=np.int64)
+        ends = np.zeros(shape, dtype=np.int64)
+        for b, (_, tokens) in enumerate(rows):
+            begins[b, : len(tokens)] = [t.begin for t in tokens]
+            ends[b, : len(tokens)] = [t.end for t in tokens]
+        return cls(emissions, mask, [note for note, _ in rows], begins, ends)
 
 
 def length_sorted_batches(
@@ -129,25 +147,20 @@ class NeuralTagger(Tagger):
         results: list[list[Entity]] = [[] for _ in notes]
         with torch.inference_mode():
             for batch in self.emission_batches(notes, size):
-                for (note, _), entities in zip(batch.rows, self.decode_batch(notes, batch), strict=True):
+                for note, entities in zip(batch.notes, self.decode_batch(notes, batch), strict=True):
                     results[note].extend(entities)
         return [sort_entities(r) for r in results]
 
     def decode_batch(self, texts: Sequence[str], batch: EmissionBatch) -> list[list[Entity]]:
         """Entities of each row of ``batch`` (see the module doc, step 3)."""
         mentions = self.net.decode_mentions(batch.emissions, batch.mask)
-        out: list[list[Entity]] = [[] for _ in batch.rows]
-        for row, first, last, label, score in zip(
-            mentions.row.tolist(),
-            mentions.first.tolist(),
-            mentions.last.tolist(),
-            mentions.types,
-            mentions.score.tolist(),
-            strict=True,
+        out: list[list[Entity]] = [[] for _ in batch.notes]
+        begins = batch.begins[mentions.row, mentions.first].tolist()
+        ends = batch.ends[mentions.row, mentions.last].tolist()
+        for row, begin, end, label, score in zip(
+            mentions.row.tolist(), begins, ends, mentions.types, mentions.score.tolist(), strict=True
         ):
-            note, tokens = batch.rows[row]
-            begin, end = tokens[first].begin, tokens[last].end
-            text = texts[note]
+            text = texts[batch.notes[row]]
             out[row].append(Entity(begin, end, text[begin:end], label, score))
         return out
 

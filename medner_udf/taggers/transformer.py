@@ -276,7 +276,9 @@ class TransformerTagger(NeuralTagger):
             for b, i in enumerate(group):
                 padded[b, : len(notes[i].words)] = emissions[i]
                 mask[b, : len(notes[i].words)] = True
-            yield EmissionBatch(padded.to(device), mask.to(device), [(i, notes[i].words) for i in group])
+            yield EmissionBatch.of_tokens(
+                padded.to(device), mask.to(device), [(i, notes[i].words) for i in group]
+            )
 
     # ----------------------------------------------------------------------------------------------
     @classmethod

@@ -374,7 +374,8 @@ def test_transformer_artifact_serves_through_the_extraction_udf(
     # registry + per-worker cache), exactly as an executor does; no Spark needed.
     import pandas as pd
 
-    from medner_udf.extraction.executor import UdfConfig, note_hash, tag_frame
+    from medner_udf.extraction.executor import TaskConfig, tag_frame
+    from medner_udf.extraction.schemas import note_hash
 
     out = fitted_bert.save(tmp_path / "served")
     text = make_doc("d1", SENTENCES).text
@@ -388,7 +389,7 @@ def test_transformer_artifact_serves_through_the_extraction_udf(
             "n_rows": [1] * 3,
         }
     )
-    cfg = UdfConfig(artifact=str(out), model_name="tiny", model_version="1", batch_size=2)
+    cfg = TaskConfig(artifact=str(out), model_name="tiny", model_version="1", batch_size=2)
     tagged = tag_frame(frame, cfg)
     assert list(tagged.status) == ["ok", "empty", "ok"]
     expected = fitted_bert.tag([t for _, t in rows])

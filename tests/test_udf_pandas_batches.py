@@ -14,19 +14,19 @@ from hypothesis import strategies as st
 
 from medner_udf.extraction.executor import (
     MODEL_CACHE,
-    UdfConfig,
+    TaskConfig,
     choose_device,
     micro_batches,
-    note_hash,
     tag_frame,
     write_batches,
 )
+from medner_udf.extraction.schemas import note_hash
 from medner_udf.taggers.base import Tagger
 from medner_udf.taggers.gazetteer import GazetteerTagger
 from medner_udf.text.types import Entity
 
 TAGGER = GazetteerTagger.from_terms([("fever", "Sign_symptom"), ("aspirin", "Medication")])
-CFG = UdfConfig(artifact="unused", model_name="g", model_version="1", run_id="r1", batch_size=2)
+CFG = TaskConfig(artifact="unused", model_name="g", model_version="1", run_id="r1", batch_size=2)
 
 
 def frame(rows: Sequence[tuple[str | None, str | None, str]]) -> pd.DataFrame:
@@ -127,7 +127,7 @@ def test_device_choice_prefers_the_spark_gpu_then_cuda_then_cpu() -> None:
 def test_writer_streams_files_and_loads_the_model_once(tmp_path: Path) -> None:
     TAGGER.save(tmp_path / "model")
     MODEL_CACHE.clear()
-    cfg = UdfConfig(
+    cfg = TaskConfig(
         artifact=str(tmp_path / "model"),
         model_name="g",
         model_version="1",

@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from medner_udf.extraction.executor import TAGGED_SCHEMA_DDL, UdfConfig, note_hash, tag_batches
+from medner_udf.extraction.executor import TaskConfig, tag_batches
+from medner_udf.extraction.schemas import TAGGED_SCHEMA_DDL, note_hash
 
 pytestmark = pytest.mark.spark
 
@@ -28,7 +29,7 @@ def notes_frame(spark: Any) -> Any:
 
 
 def test_tagging_udf_output_schema_and_rows(spark: Any, gazetteer_artifact: Path) -> None:
-    cfg = UdfConfig(artifact=str(gazetteer_artifact), model_name="testgaz", model_version="1", batch_size=3)
+    cfg = TaskConfig(artifact=str(gazetteer_artifact), model_name="testgaz", model_version="1", batch_size=3)
     out = notes_frame(spark).mapInPandas(functools.partial(tag_batches, cfg=cfg), TAGGED_SCHEMA_DDL)
     assert out.schema.simpleString() == (
         "struct<record_id:string,note_hash:string,status:string,n_entities:int,error:string,"
@@ -44,7 +45,7 @@ def test_tagging_udf_output_schema_and_rows(spark: Any, gazetteer_artifact: Path
 
 
 def test_model_loads_once_per_worker_and_batches_stay_bounded(spark: Any, gazetteer_artifact: Path) -> None:
-    cfg = UdfConfig(artifact=str(gazetteer_artifact), model_name="testgaz", model_version="1", batch_size=3)
+    cfg = TaskConfig(artifact=str(gazetteer_artifact), model_name="testgaz", model_version="1", batch_size=3)
 
     def probe(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         # Runs in the worker: report which process tagged, and what the installed module's cache saw.

@@ -17,7 +17,7 @@ from medner_udf.cli.reporting import reported
 from medner_udf.errors import MednerError
 from medner_udf.extraction.job import run_extract
 from medner_udf.extraction.session import build_session, load_spark_conf
-from medner_udf.extraction.settings import INPUT_FORMATS, load_extract_settings
+from medner_udf.extraction.settings import INPUT_FORMATS, check_settings, load_extract_settings
 from medner_udf.extraction.tables import FORMATS
 
 
@@ -78,6 +78,7 @@ def extract(
     }
     try:
         settings = load_extract_settings(conf_path, flags)
+        check_settings(settings)
         spark_settings = load_spark_conf(spark_conf_path)
     except MednerError as exc:
         raise reported(exc) from exc

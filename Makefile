@@ -37,7 +37,7 @@ $(AIRFLOW_STAMP): requirements-airflow.lock
 
 ## The main job end to end on the embedded default (local Spark, local tables).
 demo: venv
-	$(BIN)/python -m medner_udf.cli.demo
+	$(BIN)/medner demo
 
 ## Lint, type-check and the test suite (what CI runs).
 test: venv lint typecheck unit dag-test

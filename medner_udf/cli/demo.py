@@ -1,4 +1,4 @@
-"""The README's main command: the whole path from corpus to SQL on local Spark, in a few minutes.
+"""``medner demo``, the README's main command: from corpus to SQL on local Spark, in a few minutes.
 
 1. Find the newest trained model under ``models/`` (the full model if one was trained, else the
    quick demo model), training the quick demo profile of ``conf/train.toml`` if there is none.
@@ -6,17 +6,18 @@
 3. Run ``spark-submit jobs/extract.py`` on ``local[2]``: Delta tables under ``out/demo/warehouse``.
 4. Print the answer to a sample SQL query over the entities table.
 
-    python -m medner_udf.cli.demo [--corpus PATH] [--out out/demo] [--model PATH]
+    medner demo [--corpus PATH] [--out out/demo] [--model PATH]
+
+(``python -m medner_udf.cli.demo`` runs the same command.)
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import subprocess
-import sys
 from pathlib import Path
 
+import click
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -65,18 +66,24 @@ def write_notes_table(corpus: Path, path: Path) -> int:
     return len(docs)
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description="medner end to end on local Spark")
-    parser.add_argument("--corpus", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "demo")
-    parser.add_argument("--model", type=Path, default=None, help="artifact to use (default: newest)")
-    args = parser.parse_args(argv)
-
-    corpus = corpus_path(args.corpus)
-    model = args.model or ensure_model(REPO_ROOT / "models", corpus)
-    notes = args.out / "notes"
-    warehouse = args.out / "warehouse"
+@click.command("demo")
+@click.option("--corpus", type=click.Path(path_type=Path), help="MACCROBAT2020 folder.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=REPO_ROOT / "out" / "demo",
+    show_default=True,
+    help="Folder for the notes table and the warehouse.",
+)
+@click.option(
+    "--model", type=click.Path(path_type=Path), help="Artifact to use (default: the newest under models/)."
+)
+def demo(corpus: Path | None, out: Path, model: Path | None) -> None:
+    """The main job end to end on local Spark: notes table, spark-submit extraction, a SQL answer."""
+    corpus = corpus_path(corpus)
+    model = model or ensure_model(REPO_ROOT / "models", corpus)
+    notes = out / "notes"
+    warehouse = out / "warehouse"
     n = write_notes_table(corpus, notes)
     log.info("notes table: %d records at %s", n, notes)
 
@@ -115,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         spark.stop()
     print(f"tables: {warehouse}/entities and {warehouse}/record_status (Delta)")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    demo()

@@ -1,8 +1,8 @@
 """Offset-keeping tokenisation and segmentation of raw notes.
 
 Nothing here normalises the note: every token is a slice of the original string, so character
-offsets computed from tokens always index the note the caller passed in (the offsets contract in
-DESIGN.md).
+offsets computed from tokens always index the note the caller passed in (the offsets contract of
+the entities table, docs/extraction.md, "Tables").
 """
 
 from __future__ import annotations

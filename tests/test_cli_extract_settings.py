@@ -76,3 +76,14 @@ def test_extract_good_settings_reach_the_session_builder(
     result = invoke(job_args, "--master", "local[1]")
     assert isinstance(result.exception, RuntimeError) and str(result.exception) == "build_session called"
     assert len(no_spark) == 1 and no_spark[0][1]["master"] == "local[1]"
+
+
+def test_spark_submit_entry_point_checks_settings_before_spark_too(
+    tmp_path: Path, job_args: dict[str, str], no_spark: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from medner_udf.cli.jobs.extract import main as job_main
+
+    args = {**job_args, "--model": str(tmp_path / "nope")}
+    assert job_main([x for kv in args.items() for x in kv]) == 2
+    assert no_spark == []
+    assert f"model artifact {tmp_path}/nope does not exist" in capsys.readouterr().err

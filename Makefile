@@ -39,12 +39,13 @@ $(AIRFLOW_STAMP): requirements-airflow.lock
 demo: venv
 	$(BIN)/medner demo
 
-## Lint, type-check and the test suite (what CI runs).
+## Lint (ruff, and the import-direction contracts of pyproject.toml), type-check and the test suite (what CI runs).
 test: venv lint typecheck unit dag-test
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: venv
 	$(BIN)/mypy medner_udf jobs bench dags

@@ -26,7 +26,6 @@ import os
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +135,7 @@ def task_device() -> str:
 
 
 class ModelCache:
-    """Taggers loaded in this process, keyed by (artifact path, device), with load counts.
+    """Taggers loaded in this process, keyed by (artifact path, device).
 
     Loading is under a lock: a worker that runs several Python threads still loads each model once.
     """
@@ -144,7 +143,6 @@ class ModelCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Tagger] = {}
-        self.loads: Counter[tuple[str, str]] = Counter()
 
     def get(self, artifact: str, device: str) -> Tagger:
         key = (artifact, device)
@@ -156,7 +154,6 @@ class ModelCache:
                 started = time.perf_counter()
                 model = load_tagger(artifact, device=device)
                 self._models[key] = model
-                self.loads[key] += 1
                 log.info(
                     "pid %d loaded model %s/%s on %s in %.2fs",
                     os.getpid(),
@@ -167,31 +164,13 @@ class ModelCache:
                 )
             return model
 
-    def total_loads(self) -> int:
-        return sum(self.loads.values())
-
     def clear(self) -> None:
         """Forget every loaded model (the next ``get`` loads again)."""
         with self._lock:
             self._models.clear()
-            self.loads.clear()
 
 
 MODEL_CACHE = ModelCache()
-
-# Largest micro-batch (in notes) this process has handed to a tagger: lets tests check the bound
-# from inside Spark workers, where the tagger itself cannot be observed.
-_max_batch_seen = 0
-
-
-def max_batch_seen() -> int:
-    """The largest micro-batch handed to a tagger in this process since the last reset."""
-    return _max_batch_seen
-
-
-def reset_batch_stats() -> None:
-    global _max_batch_seen
-    _max_batch_seen = 0
 
 
 def resolve_artifact(cfg: TaskConfig) -> str:
@@ -293,7 +272,6 @@ def tag_records(frame: pd.DataFrame, tagger: Tagger | None, cfg: TaskConfig) -> 
 
     ``tagger`` may be None when no row has action ``tag`` (the model is then never loaded).
     """
-    global _max_batch_seen
     missing = [c for c in INPUT_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"input frame lacks columns {missing}; it has {list(frame.columns)}")
@@ -334,7 +312,6 @@ def tag_records(frame: pd.DataFrame, tagger: Tagger | None, cfg: TaskConfig) -> 
         lengths = [len(texts[i] or "") for i in to_tag]
         for group in micro_batches(lengths, cfg.batch_size, cfg.max_batch_chars):
             rows = [to_tag[j] for j in group]
-            _max_batch_seen = max(_max_batch_seen, len(rows))
             batch_texts = [texts[i] or "" for i in rows]
             for i, text, result in zip(
                 rows, batch_texts, _tag_safely(tagger, batch_texts, cfg.tagger_batch_size), strict=True

@@ -16,14 +16,14 @@ import pytest
 from fake_taggers import MODULE as FAKE_TAGGERS_MODULE
 
 from medner_udf.extraction.session import build_session
-from medner_udf.taggers.base import PLUGIN_ENV
+from medner_udf.taggers.base import TAGGERS
 from medner_udf.taggers.gazetteer import GazetteerTagger
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 # What the workers need to import the test-only tagger kinds.
 WORKER_ENV_CONF = {
     "spark.executorEnv.PYTHONPATH": str(TESTS_DIR),
-    f"spark.executorEnv.{PLUGIN_ENV}": FAKE_TAGGERS_MODULE,
+    f"spark.executorEnv.{TAGGERS.env}": FAKE_TAGGERS_MODULE,
 }
 
 # Terms of the test gazetteer: every Spark test tags with these, so expected entities are exact.

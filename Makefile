@@ -37,14 +37,15 @@ $(AIRFLOW_STAMP): requirements-airflow.lock
 
 ## The main job end to end on the embedded default (local Spark, local tables).
 demo: venv
-	$(BIN)/python -m medner_udf.cli.demo
+	$(BIN)/medner demo
 
-## Lint, type-check and the test suite (what CI runs).
+## Lint (ruff, and the import-direction contracts of pyproject.toml), type-check and the test suite (what CI runs).
 test: venv lint typecheck unit dag-test
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: venv
 	$(BIN)/mypy medner_udf jobs bench dags

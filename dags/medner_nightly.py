@@ -85,7 +85,7 @@ with DAG(
         """Fail the DAG run when the run's rows break a table contract (see check_run_quality)."""
         import pyarrow.dataset as ds
 
-        from medner_udf.extraction.job import check_run_quality
+        from medner_udf.extraction.quality import check_run_quality
 
         n_input = ds.dataset(notes, format="parquet").count_rows()
         problems = check_run_quality(output, medner_run_id, model, n_input=n_input)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from medner_udf.corpus.maccrobat import Document, read_corpus
+
+if TYPE_CHECKING:  # the Airflow venv runs the DAG test with this conftest and without torch
+    from fake_taggers import RecordingArtifact
 
 # The corpus lives beside every checkout (never inside it); tests that need it skip when it is absent.
 _CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "maccrobat" / "MACCROBAT2020"
@@ -73,6 +77,126 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
             lines.append(f"T{n}\t{label} {begin} {end}\t{text[begin:end]}")
         write_brat(folder, doc_id, text, "\n".join(lines) + ("\n" if lines else ""))
     return folder
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiny transformer encoders (tests/test_transformer_tagger.py, tests/test_transformer_train.py): real
+# Hugging Face checkpoint folders (config + safetensors + tokenizer files) written offline, with
+# random weights, so TransformerTagger.create walks the same path as with MiniLM.
+
+# The tokenizers are trained on these sentences (those of tests/test_transformer_tagger.py), so
+# every word of that module's notes is in their vocabulary.
+TOKENIZER_TEXTS = (
+    "A 45-year-old man had chest pain.",
+    "Aspirin 5mg was given daily.",
+    "CT showed a mass in the liver.",
+    "She denied fever and chest pain.",
+)
+
+TINY_ENCODER_FAMILIES: dict[str, dict[str, Any]] = {
+    "bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+    "distilbert": dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64),
+    "roberta": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=260,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    ),
+    "deberta-v2": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        relative_attention=True,
+        position_biased_input=False,
+        pos_att_type=["p2c", "c2p"],
+        max_relative_positions=-1,
+        position_buckets=32,
+    ),
+    # MPNet's position ids skip its padding id: give it the tiny WordPiece vocabulary's [PAD] (0).
+    "mpnet": dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, pad_token_id=0
+    ),
+}
+
+
+def _tokenizer(family: str, corpus: list[str]) -> Any:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if family == "roberta":
+        bpe = Tokenizer(models.BPE())
+        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        bpe.decoder = decoders.ByteLevel()
+        bpe.post_processor = processors.ByteLevel(trim_offsets=True)
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        bpe.train_from_iterator(
+            corpus,
+            trainers.BpeTrainer(
+                vocab_size=200, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            ),
+        )
+        return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+            tokenizer_object=bpe,
+            bos_token="<s>",
+            eos_token="</s>",
+            pad_token="<pad>",
+            unk_token="<unk>",
+            mask_token="<mask>",
+        )
+    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    wp.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=150, special_tokens=specials))
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=wp,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def make_encoder_dir(root: Path, family: str) -> Path:
+    """A local checkpoint folder with a tiny random encoder of ``family`` and its own tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    folder = root / f"enc-{family}"
+    if (folder / "config.json").is_file():
+        return folder
+    torch.manual_seed(0)
+    tokenizer = _tokenizer(family, list(TOKENIZER_TEXTS) * 3)
+    config = AutoConfig.for_model(family, vocab_size=len(tokenizer), **TINY_ENCODER_FAMILIES[family])
+    model = AutoModel.from_config(config)  # type: ignore[no-untyped-call]
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``tiny_encoder(family)``: the checkpoint folder of a tiny random encoder of ``family`` (one of
+    ``TINY_ENCODER_FAMILIES``), built once per test session."""
+    root = tmp_path_factory.mktemp("encoders")
+    return lambda family: make_encoder_dir(root, family)
+
+
+@pytest.fixture
+def recording_artifact(tmp_path: Path) -> RecordingArtifact:
+    """A ``RecordingTagger`` artifact (tests/fake_taggers.py, kind ``recording``) that tags *fever*,
+    *pain* and *aspirin* and logs every load and tag call with its pid to a file named in the
+    artifact; ``.calls("load")`` / ``.calls("tag")`` read the log back."""
+    from fake_taggers import make_recording_artifact
+
+    words = {"fever": "Sign_symptom", "pain": "Sign_symptom", "aspirin": "Medication"}
+    return make_recording_artifact(tmp_path / "recording", words)
 
 
 @pytest.fixture(scope="session", autouse=True)

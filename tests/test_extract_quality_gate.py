@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medner_udf.extraction.executor import ENTITIES_SCHEMA, STATUS_SCHEMA
-from medner_udf.extraction.job import check_run_quality
+from medner_udf.extraction.quality import check_run_quality
+from medner_udf.extraction.schemas import ENTITIES_SCHEMA, STATUS_SCHEMA
 from medner_udf.extraction.tables import Changes, DataFile, open_table
 from medner_udf.taggers.gazetteer import GazetteerTagger
 

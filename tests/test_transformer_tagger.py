@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,35 +37,8 @@ SENTENCES: list[tuple[str, list[tuple[str, str]]]] = [
 ]
 TYPES = sorted({label for _, ms in SENTENCES for _, label in ms})
 
-FAMILIES: dict[str, dict[str, Any]] = {
-    "bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
-    "distilbert": dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64),
-    "roberta": dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=260,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    ),
-    "deberta-v2": dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        relative_attention=True,
-        position_biased_input=False,
-        pos_att_type=["p2c", "c2p"],
-        max_relative_positions=-1,
-        position_buckets=32,
-    ),
-    # MPNet's position ids skip its padding id: give it the tiny WordPiece vocabulary's [PAD] (0).
-    "mpnet": dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, pad_token_id=0
-    ),
-}
+# Each has a tiny configuration in conftest.py's make_encoder_dir.
+FAMILIES = ("bert", "deberta-v2", "distilbert", "mpnet", "roberta")
 
 
 def make_doc(doc_id: str, lines: Sequence[tuple[str, list[tuple[str, str]]]]) -> Document:
@@ -82,61 +55,6 @@ def make_doc(doc_id: str, lines: Sequence[tuple[str, list[tuple[str, str]]]]) ->
     return Document(doc_id, text, tuple(sorted(mentions)))
 
 
-def _tokenizer(family: str, corpus: list[str]) -> Any:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    if family == "roberta":
-        bpe = Tokenizer(models.BPE())
-        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        bpe.decoder = decoders.ByteLevel()
-        bpe.post_processor = processors.ByteLevel(trim_offsets=True)
-        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-        bpe.train_from_iterator(
-            corpus,
-            trainers.BpeTrainer(
-                vocab_size=200, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-            ),
-        )
-        return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-            tokenizer_object=bpe,
-            bos_token="<s>",
-            eos_token="</s>",
-            pad_token="<pad>",
-            unk_token="<unk>",
-            mask_token="<mask>",
-        )
-    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
-    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    wp.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=150, special_tokens=specials))
-    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=wp,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-
-
-def make_encoder_dir(root: Path, family: str) -> Path:
-    """A local checkpoint folder with a tiny random encoder of ``family`` and its own tokenizer."""
-    from transformers import AutoConfig, AutoModel
-
-    folder = root / f"enc-{family}"
-    if (folder / "config.json").is_file():
-        return folder
-    torch.manual_seed(0)
-    tokenizer = _tokenizer(family, [s for s, _ in SENTENCES] * 3)
-    config = AutoConfig.for_model(family, vocab_size=len(tokenizer), **FAMILIES[family])
-    model = AutoModel.from_config(config)  # type: ignore[no-untyped-call]
-    model.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
-
-
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Any:
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine thread hand-offs
@@ -148,8 +66,8 @@ def one_thread() -> Any:
 
 
 @pytest.fixture(scope="module")
-def encoders(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("encoders")
+def encoders(tiny_encoder: Callable[[str], Path]) -> Callable[[str], Path]:
+    return tiny_encoder
 
 
 def overfit(tagger: TransformerTagger, docs: Sequence[Document], steps: int = 120) -> None:
@@ -168,15 +86,15 @@ def overfit(tagger: TransformerTagger, docs: Sequence[Document], steps: int = 12
     tagger.net.eval()
 
 
-def new_tagger(encoders: Path, family: str, **kw: Any) -> TransformerTagger:
+def new_tagger(encoders: Callable[[str], Path], family: str, **kw: Any) -> TransformerTagger:
     torch.manual_seed(0)
     return TransformerTagger.create(
-        make_encoder_dir(encoders, family), tag_set(TYPES), TransformerConfig(**kw), name="tiny", version="1"
+        encoders(family), tag_set(TYPES), TransformerConfig(**kw), name="tiny", version="1"
     ).to("cpu")
 
 
 @pytest.fixture(scope="module")
-def fitted_bert(encoders: Path) -> TransformerTagger:
+def fitted_bert(encoders: Callable[[str], Path]) -> TransformerTagger:
     tagger = new_tagger(encoders, "bert")
     overfit(tagger, [make_doc("d1", SENTENCES)])
     return tagger
@@ -188,7 +106,7 @@ def spans(tagger: TransformerTagger, text: str) -> list[Span]:
 
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_transformer_overfits_each_family(encoders: Path, family: str) -> None:
+def test_transformer_overfits_each_family(encoders: Callable[[str], Path], family: str) -> None:
     doc = make_doc("d1", SENTENCES)
     tagger = new_tagger(encoders, family)
     before = spans(tagger, doc.text)
@@ -197,7 +115,7 @@ def test_transformer_overfits_each_family(encoders: Path, family: str) -> None:
     assert before != list(doc.mentions)  # the untrained model does not get there by chance
 
 
-def test_transformer_softmax_head_overfits(encoders: Path) -> None:
+def test_transformer_softmax_head_overfits(encoders: Callable[[str], Path]) -> None:
     # Without "5mg": the tiny vocabulary makes it one piece shared by two words, which only the
     # CRF's transitions can tag as B- then E-; a softmax head gives both words the same tag.
     doc = make_doc("d1", [s for s in SENTENCES if "5mg" not in s[0]])
@@ -216,7 +134,9 @@ def test_transformer_crf_scores_are_probabilities(fitted_bert: TransformerTagger
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
-def test_transformer_save_load_identical(encoders: Path, tmp_path: Path, family: str) -> None:
+def test_transformer_save_load_identical(
+    encoders: Callable[[str], Path], tmp_path: Path, family: str
+) -> None:
     doc = make_doc("d1", SENTENCES)
     tagger = new_tagger(encoders, family, head="crf" if family == "bert" else "softmax")
     overfit(tagger, [doc], steps=40)  # partly trained: scores away from 1 make the check sharper
@@ -362,7 +282,7 @@ def test_transformer_create_needs_a_checkpoint_folder(tmp_path: Path) -> None:
         TransformerTagger.create(tmp_path, tag_set(TYPES), name="x", version="1")
 
 
-def test_transformer_window_must_fit_the_encoder(encoders: Path) -> None:
+def test_transformer_window_must_fit_the_encoder(encoders: Callable[[str], Path]) -> None:
     with pytest.raises(ValueError, match="exceeds"):
         new_tagger(encoders, "roberta", window=512)
 
@@ -374,7 +294,8 @@ def test_transformer_artifact_serves_through_the_extraction_udf(
     # registry + per-worker cache), exactly as an executor does; no Spark needed.
     import pandas as pd
 
-    from medner_udf.extraction.executor import UdfConfig, note_hash, tag_frame
+    from medner_udf.extraction.executor import TaskConfig, tag_frame
+    from medner_udf.extraction.schemas import note_hash
 
     out = fitted_bert.save(tmp_path / "served")
     text = make_doc("d1", SENTENCES).text
@@ -388,7 +309,7 @@ def test_transformer_artifact_serves_through_the_extraction_udf(
             "n_rows": [1] * 3,
         }
     )
-    cfg = UdfConfig(artifact=str(out), model_name="tiny", model_version="1", batch_size=2)
+    cfg = TaskConfig(artifact=str(out), model_name="tiny", model_version="1", batch_size=2)
     tagged = tag_frame(frame, cfg)
     assert list(tagged.status) == ["ok", "empty", "ok"]
     expected = fitted_bert.tag([t for _, t in rows])
@@ -398,12 +319,14 @@ def test_transformer_artifact_serves_through_the_extraction_udf(
     assert tagged.entities[0]  # the fitted model finds the mentions of its training note
 
 
-def test_half_precision_checkpoint_is_fine_tuned_in_fp32(encoders: Path, tmp_path: Path) -> None:
+def test_half_precision_checkpoint_is_fine_tuned_in_fp32(
+    encoders: Callable[[str], Path], tmp_path: Path
+) -> None:
     # Half-precision checkpoints are common on hubs; Adam on fp16 weights loses small updates, so
     # the tagger must hold fp32 master weights whatever the checkpoint stored.
     from transformers import AutoModel, AutoTokenizer
 
-    src = make_encoder_dir(encoders, "bert")
+    src = encoders("bert")
     half = tmp_path / "enc-bert-fp16"
     AutoModel.from_pretrained(str(src), dtype=torch.float16).save_pretrained(str(half))
     AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(half))

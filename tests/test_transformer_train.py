@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-
-# The tiny-encoder builder lives with the tagger tests (pytest puts tests/ on sys.path).
-from test_transformer_tagger import make_encoder_dir
 
 from medner_udf.config import SettingsError
 from medner_udf.taggers.transformer import TransformerTagger
@@ -17,9 +15,11 @@ from medner_udf.training.base import load_train_settings
 from medner_udf.training.loop import train
 
 
-def test_transformer_train_writes_a_loadable_artifact(corpus_dir: Path, tmp_path: Path) -> None:
+def test_transformer_train_writes_a_loadable_artifact(
+    corpus_dir: Path, tmp_path: Path, tiny_encoder: Callable[[str], Path]
+) -> None:
     threads = torch.get_num_threads()
-    encoder = make_encoder_dir(tmp_path, "distilbert")
+    encoder = tiny_encoder("distilbert")
     settings = load_train_settings(
         "transformer",
         overrides={

@@ -9,24 +9,25 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from fake_taggers import RecordingArtifact
 from hypothesis import given
 from hypothesis import strategies as st
 
 from medner_udf.extraction.executor import (
     MODEL_CACHE,
-    UdfConfig,
+    TaskConfig,
     choose_device,
     micro_batches,
-    note_hash,
     tag_frame,
     write_batches,
 )
+from medner_udf.extraction.schemas import note_hash
 from medner_udf.taggers.base import Tagger
 from medner_udf.taggers.gazetteer import GazetteerTagger
 from medner_udf.text.types import Entity
 
 TAGGER = GazetteerTagger.from_terms([("fever", "Sign_symptom"), ("aspirin", "Medication")])
-CFG = UdfConfig(artifact="unused", model_name="g", model_version="1", run_id="r1", batch_size=2)
+CFG = TaskConfig(artifact="unused", model_name="g", model_version="1", run_id="r1", batch_size=2)
 
 
 def frame(rows: Sequence[tuple[str | None, str | None, str]]) -> pd.DataFrame:
@@ -124,11 +125,12 @@ def test_device_choice_prefers_the_spark_gpu_then_cuda_then_cpu() -> None:
         choose_device(["1"], cuda_available=False)
 
 
-def test_writer_streams_files_and_loads_the_model_once(tmp_path: Path) -> None:
-    TAGGER.save(tmp_path / "model")
+def test_writer_streams_files_and_loads_the_model_once(
+    tmp_path: Path, recording_artifact: RecordingArtifact
+) -> None:
     MODEL_CACHE.clear()
-    cfg = UdfConfig(
-        artifact=str(tmp_path / "model"),
+    cfg = TaskConfig(
+        artifact=str(recording_artifact.path),
         model_name="g",
         model_version="1",
         run_id="r9",
@@ -137,7 +139,8 @@ def test_writer_streams_files_and_loads_the_model_once(tmp_path: Path) -> None:
     )
     batches = [frame([(f"id{i}", "fever", "tag"), (f"x{i}", "none", "skip")]) for i in range(5)]
     written = pd.concat(list(write_batches(iter(batches), cfg)))
-    assert MODEL_CACHE.total_loads() == 1
+    assert len(recording_artifact.calls("load")) == 1
+    assert [c["notes"] for c in recording_artifact.calls("tag")] == [1] * 5  # skipped notes never reach it
     assert dict(zip(written.table, written.num_records, strict=True)) == {"entities": 5, "record_status": 10}
     ent = pd.read_parquet(tmp_path / "entities" / written.path[written.table == "entities"].iloc[0])
     assert sorted(ent.record_id) == [f"id{i}" for i in range(5)] and set(ent.run_id) == {"r9"}

@@ -1,31 +1,33 @@
-"""The README's main command: the whole path from corpus to SQL on local Spark, in a few minutes.
+"""``medner demo``, the README's main command: from corpus to SQL on local Spark, in a few minutes.
 
 1. Find the newest trained model under ``models/`` (the full model if one was trained, else the
    quick demo model), training the quick demo profile of ``conf/train.toml`` if there is none.
 2. Build a notes table (Parquet: ``record_id``, ``text``) from the corpus texts.
-3. Run ``spark-submit jobs/extract.py`` on ``local[2]``: Delta tables under ``out/demo/warehouse``.
+3. spark-submit the package's extraction script (``medner_udf/cli/jobs/extract.py``) on
+   ``local[2]``: Delta tables under ``out/demo/warehouse``.
 4. Print the answer to a sample SQL query over the entities table.
 
-    python -m medner_udf.cli.demo [--corpus PATH] [--out out/demo] [--model PATH]
+Paths are relative to the working directory (``models/``, ``out/demo``), so an installed medner
+runs it anywhere; ``make demo`` runs it from the checkout.
+
+    medner demo [--corpus PATH] [--out out/demo] [--model PATH] [--models-dir models]
+
+(``python -m medner_udf.cli.demo`` runs the same command.)
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import subprocess
-import sys
 from pathlib import Path
 
+import click
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medner_udf.corpus.maccrobat import corpus_path, read_corpus
 
 log = logging.getLogger("medner.demo")
-
-# The checkout this module runs from (the demo drives its jobs/extract.py and models/ folder).
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 FULL_MODEL = "maccrobat-bilstm-cnn-crf"
 QUICK_PROFILE = "bilstm-cnn-crf-quick"
@@ -65,25 +67,40 @@ def write_notes_table(corpus: Path, path: Path) -> int:
     return len(docs)
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description="medner end to end on local Spark")
-    parser.add_argument("--corpus", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "demo")
-    parser.add_argument("--model", type=Path, default=None, help="artifact to use (default: newest)")
-    args = parser.parse_args(argv)
-
-    corpus = corpus_path(args.corpus)
-    model = args.model or ensure_model(REPO_ROOT / "models", corpus)
-    notes = args.out / "notes"
-    warehouse = args.out / "warehouse"
+@click.command("demo")
+@click.option("--corpus", type=click.Path(path_type=Path), help="MACCROBAT2020 folder.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("out/demo"),
+    show_default=True,
+    help="Folder for the notes table and the warehouse.",
+)
+@click.option(
+    "--model", type=click.Path(path_type=Path), help="Artifact to use (default: the newest in --models-dir)."
+)
+@click.option(
+    "--models-dir",
+    type=click.Path(path_type=Path),
+    default=Path("models"),
+    show_default=True,
+    help="Where trained models are found, and the quick model is trained when there is none.",
+)
+def demo(corpus: Path | None, out: Path, model: Path | None, models_dir: Path) -> None:
+    """The main job end to end on local Spark: notes table, spark-submit extraction, a SQL answer."""
+    corpus = corpus_path(corpus)
+    model = model or ensure_model(models_dir, corpus)
+    notes = out / "notes"
+    warehouse = out / "warehouse"
     n = write_notes_table(corpus, notes)
     log.info("notes table: %d records at %s", n, notes)
 
+    from medner_udf.cli.jobs import script
     from medner_udf.extraction.session import spark_submit_command, submit_environment
 
+    job = script("extract")
     cmd = spark_submit_command(
-        REPO_ROOT / "jobs" / "extract.py",
+        job,
         [
             "--input",
             str(notes),
@@ -98,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         conf={"spark.driver.memory": "2g", "spark.log.level": "WARN"},
     )
     env = submit_environment()
-    log.info("running: spark-submit jobs/extract.py ... (model %s)", model.name)
-    subprocess.run(cmd, check=True, env=env, cwd=REPO_ROOT)
+    log.info("running: spark-submit %s ... (model %s)", job, model)
+    subprocess.run(cmd, check=True, env=env)
 
     from medner_udf.extraction.session import build_session
     from medner_udf.extraction.sql import run_sql
@@ -115,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         spark.stop()
     print(f"tables: {warehouse}/entities and {warehouse}/record_status (Delta)")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    demo()

@@ -1,54 +1,24 @@
-"""``medner extract`` and ``medner sql``: click commands over ``medner_udf.extraction.job`` / ``sql``.
+"""``medner extract`` and ``medner sql``: click commands over ``medner_udf.extraction``.
 
-The lead attaches them to the ``medner`` group (``main.add_command(extract)``); the spark-submit
-entry point ``jobs/extract.py`` runs the same ``extract`` command, so both share flags and checks.
-Defaults come from ``conf/extract.toml`` and ``conf/spark.toml`` when they exist; flags win.
+The spark-submit entry point (``medner_udf/cli/jobs/extract.py``, and ``jobs/extract.py`` in a
+checkout) runs the same ``extract`` command, so both share flags and checks. Defaults come from
+``conf/extract.toml`` and ``conf/spark.toml`` (the package's copies unless ``--conf`` /
+``--spark-conf`` name others); flags win. Settings, paths, formats and the model artifact are
+checked before the SparkSession is built: a bad flag costs no JVM start-up.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import logging
-from typing import Any
 
 import click
 
-from medner_udf.config import conf_file, load_toml
-from medner_udf.extraction.job import INPUT_FORMATS, ExtractError, ExtractSettings, run_extract
-from medner_udf.extraction.session import build_session, spark_conf
-from medner_udf.extraction.tables import FORMATS, TableError
-from medner_udf.taggers.artifact import ArtifactError
-
-log = logging.getLogger(__name__)
-
-
-def _conf_section(path: str | None, section: str) -> dict[str, Any]:
-    """``[section]`` of a TOML file, by default the package's ``conf/<section>.toml``."""
-    raw = load_toml(path if path is not None else conf_file(f"{section}.toml"))
-    if section == "spark":
-        return raw
-    value = raw.get(section, {})
-    if not isinstance(value, dict):
-        raise click.BadParameter(f"[{section}] in {path} must be a table")
-    return value
-
-
-def settings_from(conf: dict[str, Any], flags: dict[str, Any]) -> ExtractSettings:
-    """Settings from conf defaults overridden by the flags that were given (not None)."""
-    known = {f.name for f in dataclasses.fields(ExtractSettings)}
-    unknown = sorted(set(conf) - known)
-    if unknown:
-        raise ExtractError(f"unknown settings in [extract]: {unknown}; known: {sorted(known)}")
-    merged = {**conf, **{k: v for k, v in flags.items() if v is not None}}
-    missing = [k for k in ("input", "output", "model") if not merged.get(k)]
-    if missing:
-        raise ExtractError(f"missing required settings: {missing}")
-    return ExtractSettings(**merged)
-
-
-def _spark(spark_conf_path: str | None, master: str | None, app: str) -> Any:
-    return build_session(spark_conf(_conf_section(spark_conf_path, "spark")), app_name=app, master=master)
+from medner_udf.cli.reporting import reported
+from medner_udf.errors import MednerError
+from medner_udf.extraction.job import run_extract
+from medner_udf.extraction.session import build_session, load_spark_conf
+from medner_udf.extraction.settings import INPUT_FORMATS, check_settings, load_extract_settings
+from medner_udf.extraction.tables import FORMATS
 
 
 @click.command("extract")
@@ -107,14 +77,16 @@ def extract(
         "run_id": run_id,
     }
     try:
-        settings = settings_from(_conf_section(conf_path, "extract"), flags)
-    except (ExtractError, TypeError) as exc:
-        raise click.UsageError(str(exc)) from exc
-    spark = _spark(spark_conf_path, master, "medner-extract")
+        settings = load_extract_settings(conf_path, flags)
+        check_settings(settings)
+        spark_settings = load_spark_conf(spark_conf_path)
+    except MednerError as exc:
+        raise reported(exc) from exc
+    spark = build_session(spark_settings, app_name="medner-extract", master=master)
     try:
         summary = run_extract(spark, settings)
-    except (ExtractError, TableError, ArtifactError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    except MednerError as exc:
+        raise reported(exc) from exc
     finally:
         spark.stop()
     click.echo(json.dumps(summary.as_dict(), indent=2))
@@ -134,11 +106,15 @@ def sql(query: str, output: str, limit: int, spark_conf_path: str | None, master
 
     if limit < 1:
         raise click.BadParameter(f"--limit must be >= 1, got {limit}")
-    spark = _spark(spark_conf_path, master, "medner-sql")
+    try:
+        spark_settings = load_spark_conf(spark_conf_path)
+    except MednerError as exc:
+        raise reported(exc) from exc
+    spark = build_session(spark_settings, app_name="medner-sql", master=master)
     try:
         df = run_sql(spark, output, query)
         click.echo(df._jdf.showString(limit, 80, False))
-    except (TableError, ValueError) as exc:
+    except (MednerError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         spark.stop()

@@ -3,6 +3,9 @@
 medner corpus-stats            counts and the entity-type histogram of the corpus
 medner train                   fit a tagger, write a versioned artifact
 medner evaluate --model PATH   score an artifact on a split against the gold .ann spans
+medner extract / medner sql    the extraction job and SQL over its tables (cli/extract.py)
+medner demo                    corpus -> notes table -> spark-submit extraction -> SQL (cli/demo.py)
+medner baseline feature-crf    the feature-CRF peer, trained and scored (cli/baseline.py)
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 import click
 
+from medner_udf.cli.baseline import baseline as baseline_group
+from medner_udf.cli.demo import demo as demo_cmd
 from medner_udf.cli.extract import extract as extract_cmd
 from medner_udf.cli.extract import sql as sql_cmd
 from medner_udf.config import parse_overrides
@@ -184,6 +189,8 @@ def evaluate_cmd(
 
 main.add_command(extract_cmd)
 main.add_command(sql_cmd)
+main.add_command(demo_cmd)
+main.add_command(baseline_group)
 
 if __name__ == "__main__":
     main()

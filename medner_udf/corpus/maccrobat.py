@@ -114,7 +114,8 @@ def parse_ann(ann: str, text: str, doc_id: str = "?") -> tuple[list[Span], int, 
         n_discontinuous += discontinuous
         if not 0 <= begin < end <= len(text):
             raise CorpusError(f"{where}: span {begin}-{end} outside the text (length {len(text)})")
-        # Shrink to the non-space core: DESIGN.md scores spans stripped of surrounding whitespace.
+        # Shrink to the non-space core: spans are scored stripped of surrounding whitespace
+        # (docs/training.md, "Corpus reading" and "Evaluation").
         while begin < end and text[begin].isspace():
             begin += 1
         while end > begin and text[end - 1].isspace():

@@ -6,15 +6,13 @@ from ``medner_udf.corpus.dataset.to_sentences``, L-BFGS training with L1 (``c1``
 penalties. It segments and decodes exactly as the neural taggers do (``medner_udf.text.tokens.segment``,
 ``medner_udf.text.scheme.tags_to_token_spans``), so its scores are directly comparable.
 
-Run ``python -m medner_udf.evaluation.feature_crf --corpus PATH`` to train on the train split and print strict
-dev/test figures; ``--grid`` first picks c1/c2 on dev from a small grid (never on test).
+``medner baseline feature-crf`` trains it on the train split and prints strict dev/test figures;
+``--grid`` first picks c1/c2 on dev from a small grid (never on test).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -210,32 +208,3 @@ def run(
         }
     )
     return result
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; prints a JSON summary (no note text)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m medner_udf.evaluation.feature_crf", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument(
-        "--corpus", type=Path, default=os.environ.get("MEDNER_CORPUS"), help="MACCROBAT2020 folder"
-    )
-    parser.add_argument("--c1", type=float, default=DEFAULT_C1)
-    parser.add_argument("--c2", type=float, default=DEFAULT_C2)
-    parser.add_argument("--max-iterations", type=int, default=DEFAULT_MAX_ITERATIONS)
-    parser.add_argument("--grid", action="store_true", help=f"choose (c1, c2) on dev from {list(GRID)}")
-    parser.add_argument("--out", type=Path, help="also write the summary JSON here")
-    args = parser.parse_args(argv)
-    if args.corpus is None:
-        parser.error("--corpus (or MEDNER_CORPUS) is required")
-    result = run(args.corpus, args.c1, args.c2, args.max_iterations, args.grid)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n", encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

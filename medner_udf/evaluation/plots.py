@@ -106,32 +106,3 @@ def plot_confusion(
                 )
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     return _save(fig, path)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m medner_udf.evaluation.plots --corpus PATH --out types.png``: the corpus type histogram."""
-    import argparse
-    import os
-
-    from medner_udf.corpus.maccrobat import corpus_stats, read_corpus
-
-    parser = argparse.ArgumentParser(prog="python -m medner_udf.evaluation.plots", description=main.__doc__)
-    parser.add_argument(
-        "--corpus", type=Path, default=os.environ.get("MEDNER_CORPUS"), help="MACCROBAT2020 folder"
-    )
-    parser.add_argument("--split", default="all", choices=("train", "dev", "test", "all"))
-    parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    args = parser.parse_args(argv)
-    if args.corpus is None:
-        parser.error("--corpus (or MEDNER_CORPUS) is required")
-    stats = corpus_stats(read_corpus(args.corpus, args.split))
-    title = (
-        f"MACCROBAT2020 ({args.split}): {stats.n_mentions:,} mentions of {len(stats.type_counts)} types "
-        f"in {stats.n_documents} documents"
-    )
-    print(plot_type_histogram(stats.type_counts, args.out, title))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

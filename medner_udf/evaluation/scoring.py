@@ -1,7 +1,7 @@
 """Entity-level scoring on character spans: strict and relaxed micro P/R/F1, macro F1, per type.
 
 Everything here compares ``Span(begin, end, label)`` sets per document, so the figures do not depend
-on any tokeniser or tag scheme (DESIGN.md, "How accuracy is measured"):
+on any tokeniser or tag scheme (docs/training.md, "Evaluation"):
 
 - **strict**: a prediction is correct when a gold mention has exactly its begin, end and label;
 - **relaxed** (overlap): a gold mention counts as *found* when any predicted span with the same

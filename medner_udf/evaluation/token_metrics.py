@@ -22,7 +22,7 @@ dropped from gold here, which the document-level scorer never does):
 - ``token_accuracy``: the share of tokens whose predicted BIO tag equals the gold one.
 
 The figure medner leads with stays the document-level strict entity F1 of ``scoring.score_spans``
-(DESIGN.md, "How accuracy is measured"); docs/table1.md describes the mirror protocol.
+(docs/training.md, "Evaluation"); docs/table1.md describes the mirror protocol.
 """
 
 from __future__ import annotations

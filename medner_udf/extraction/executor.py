@@ -21,13 +21,11 @@ Operational facts (after Spark's ``predict_batch_udf``/``ModelCache``):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,93 +35,35 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medner_udf.extraction.schemas import (
+    ACTION_DUPLICATE,
+    ACTION_NULL_ID,
+    ACTION_SKIP,
+    ACTION_TAG,
+    EMPTY,
+    ENTITIES_SCHEMA,
+    ENTITIES_TABLE,
+    ERROR,
+    INPUT_COLUMNS,
+    OK,
+    SKIPPED,
+    STATUS_SCHEMA,
+    STATUS_TABLE,
+    WRITTEN_FILES_COLUMNS,
+)
 from medner_udf.taggers.base import Tagger
 from medner_udf.text.types import Entity
 
 log = logging.getLogger(__name__)
 
-# Record statuses (DESIGN.md): every input record of a run ends as exactly one of these.
-OK, EMPTY, SKIPPED, ERROR = "ok", "empty", "skipped", "error"
-STATUSES = (OK, EMPTY, SKIPPED, ERROR)
-
-# What the driver decided for a record before it reached the UDF (extract.plan_actions).
-ACTION_TAG, ACTION_SKIP, ACTION_DUPLICATE, ACTION_NULL_ID = "tag", "skip", "duplicate", "null_id"
-ACTIONS = (ACTION_TAG, ACTION_SKIP, ACTION_DUPLICATE, ACTION_NULL_ID)
-
-# Columns of the frames the driver sends to the UDF.
-INPUT_COLUMNS = ("record_id", "text", "note_hash", "action", "n_rows")
-INPUT_SCHEMA_DDL = "record_id string, text string, note_hash string, action string, n_rows long"
-
-ENTITY_STRUCT = pa.struct(
-    [
-        ("begin", pa.int32()),
-        ("end", pa.int32()),
-        ("text", pa.string()),
-        ("label", pa.string()),
-        ("score", pa.float64()),
-    ]
-)
-ENTITY_STRUCT_DDL = "struct<begin:int,end:int,text:string,label:string,score:double>"
-
-# The tag-only output (no files written): one row per input row, entities nested.
-TAGGED_SCHEMA_DDL = (
-    "record_id string, note_hash string, status string, n_entities int, error string, "
-    f"n_chars long, entities array<{ENTITY_STRUCT_DDL}>"
-)
-
-# The tables' file schemas. Keep in step with docs/extraction.md.
-ENTITIES_SCHEMA = pa.schema(
-    [
-        ("record_id", pa.string()),
-        ("begin", pa.int32()),
-        ("end", pa.int32()),
-        ("text", pa.string()),
-        ("label", pa.string()),
-        ("score", pa.float64()),
-        ("note_hash", pa.string()),
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-        ("run_id", pa.string()),
-    ]
-)
-STATUS_SCHEMA = pa.schema(
-    [
-        ("record_id", pa.string()),
-        ("note_hash", pa.string()),
-        ("status", pa.string()),
-        ("n_entities", pa.int32()),
-        ("error", pa.string()),
-        ("n_chars", pa.int64()),
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-        ("run_id", pa.string()),
-        ("run_seq", pa.int64()),
-    ]
-)
-
-# What each writing task returns to the driver: one row per file it wrote.
-WRITTEN_FILES_DDL = "table string, path string, size long, num_records long, modification_time long"
-ENTITIES_TABLE, STATUS_TABLE = "entities", "record_status"
-
-
-def note_hash(text: str | None) -> str | None:
-    """SHA-256 of the note's UTF-8 bytes, hex; the same value Spark's ``sha2(text, 256)`` gives.
-
-    ``surrogatepass`` lets a Python string with an unpaired surrogate (possible from pandas, never
-    from Parquet) still get a hash, so it can be reported instead of crashing.
-    """
-    if text is None:
-        return None
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------------
-# Configuration shipped to the executors (pickled into the closure: keep it small and plain)
+# Configuration shipped to the executors
 
 
 @dataclass(frozen=True)
-class UdfConfig:
-    """What a worker needs to tag and write: the artifact, batch bounds and the run's identity."""
+class TaskConfig:
+    """What an executor task needs to tag and write: the artifact, batch bounds and the run's
+    identity. Pickled into the ``mapInPandas`` closure, so it stays small and plain."""
 
     artifact: str
     model_name: str
@@ -135,7 +75,7 @@ class UdfConfig:
     # Segments (BiLSTM) or windows (transformer) per forward pass inside the tagger; None = the
     # tagger's own default. GPU executors want it large (docs/training.md, GPU).
     tagger_batch_size: int | None = None
-    # Name under which the driver shipped the artifact with SparkContext.addFile; None = use
+    # Name under which the driver shipped the artifact (shipping.ship_artifact); None = use
     # ``artifact`` as a path every executor can read.
     shipped_name: str | None = None
     entities_uri: str | None = None
@@ -195,15 +135,14 @@ def task_device() -> str:
 
 
 class ModelCache:
-    """Taggers loaded in this process, keyed by (artifact path, device), with load counts.
+    """Taggers loaded in this process, keyed by (artifact path, device).
 
-    Loading is under a lock: a worker that runs several UDF threads still loads each model once.
+    Loading is under a lock: a worker that runs several Python threads still loads each model once.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Tagger] = {}
-        self.loads: Counter[tuple[str, str]] = Counter()
 
     def get(self, artifact: str, device: str) -> Tagger:
         key = (artifact, device)
@@ -215,7 +154,6 @@ class ModelCache:
                 started = time.perf_counter()
                 model = load_tagger(artifact, device=device)
                 self._models[key] = model
-                self.loads[key] += 1
                 log.info(
                     "pid %d loaded model %s/%s on %s in %.2fs",
                     os.getpid(),
@@ -226,33 +164,16 @@ class ModelCache:
                 )
             return model
 
-    def total_loads(self) -> int:
-        return sum(self.loads.values())
-
     def clear(self) -> None:
+        """Forget every loaded model (the next ``get`` loads again)."""
         with self._lock:
             self._models.clear()
-            self.loads.clear()
 
 
 MODEL_CACHE = ModelCache()
 
-# Largest micro-batch (in notes) this process has handed to a tagger: lets tests check the bound
-# from inside Spark workers, where the tagger itself cannot be observed.
-_max_batch_seen = 0
 
-
-def max_batch_seen() -> int:
-    """The largest micro-batch handed to a tagger in this process since the last reset."""
-    return _max_batch_seen
-
-
-def reset_batch_stats() -> None:
-    global _max_batch_seen
-    _max_batch_seen = 0
-
-
-def resolve_artifact(cfg: UdfConfig) -> str:
+def resolve_artifact(cfg: TaskConfig) -> str:
     """Where the artifact lies on this worker: the unpacked copy Spark shipped (inside a task), or
     ``cfg.artifact`` when nothing was shipped or outside Spark (pandas tests).
 
@@ -328,7 +249,7 @@ def _tag_safely(tagger: Tagger, texts: list[str], batch_size: int | None = None)
     """Tag a micro-batch; if the batch fails, tag its notes one by one so only the bad ones fail.
 
     The tagger batches the notes' segments itself (``batch_size`` segments or windows per forward
-    pass; None: its own default): the UDF's ``cfg.batch_size`` counts notes per micro-batch.
+    pass; None: its own default): ``cfg.batch_size`` counts notes per micro-batch.
 
     A failure becomes a message naming the exception type and the note's length: exception
     messages from models can quote their input, so their text is never kept.
@@ -346,15 +267,14 @@ def _tag_safely(tagger: Tagger, texts: list[str], batch_size: int | None = None)
     return out
 
 
-def tag_records(frame: pd.DataFrame, tagger: Tagger | None, cfg: UdfConfig) -> TaggedRecords:
+def tag_records(frame: pd.DataFrame, tagger: Tagger | None, cfg: TaskConfig) -> TaggedRecords:
     """Decide the status of every row of ``frame`` (columns ``INPUT_COLUMNS``) and tag those to tag.
 
     ``tagger`` may be None when no row has action ``tag`` (the model is then never loaded).
     """
-    global _max_batch_seen
     missing = [c for c in INPUT_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"UDF input frame lacks columns {missing}; it has {list(frame.columns)}")
+        raise ValueError(f"input frame lacks columns {missing}; it has {list(frame.columns)}")
     n = len(frame)
     record_ids: list[str | None] = [None if pd.isna(x) else str(x) for x in frame["record_id"]]
     # Missing text arrives as None or NaN depending on the column's pandas dtype.
@@ -392,7 +312,6 @@ def tag_records(frame: pd.DataFrame, tagger: Tagger | None, cfg: UdfConfig) -> T
         lengths = [len(texts[i] or "") for i in to_tag]
         for group in micro_batches(lengths, cfg.batch_size, cfg.max_batch_chars):
             rows = [to_tag[j] for j in group]
-            _max_batch_seen = max(_max_batch_seen, len(rows))
             batch_texts = [texts[i] or "" for i in rows]
             for i, text, result in zip(
                 rows, batch_texts, _tag_safely(tagger, batch_texts, cfg.tagger_batch_size), strict=True
@@ -441,11 +360,11 @@ def _needs_model(frame: pd.DataFrame) -> bool:
     return bool((frame["action"] == ACTION_TAG).any())
 
 
-def _model_for(cfg: UdfConfig) -> Tagger:
+def _model_for(cfg: TaskConfig) -> Tagger:
     return MODEL_CACHE.get(resolve_artifact(cfg), task_device())
 
 
-def tag_frame(frame: pd.DataFrame, cfg: UdfConfig, tagger: Tagger | None = None) -> pd.DataFrame:
+def tag_frame(frame: pd.DataFrame, cfg: TaskConfig, tagger: Tagger | None = None) -> pd.DataFrame:
     """One row per input row (``TAGGED_SCHEMA_DDL``), entities nested; the model comes from the
     worker cache unless ``tagger`` is given."""
     if tagger is None and _needs_model(frame):
@@ -473,7 +392,7 @@ def tag_frame(frame: pd.DataFrame, cfg: UdfConfig, tagger: Tagger | None = None)
     )
 
 
-def tag_batches(batches: Iterator[pd.DataFrame], cfg: UdfConfig) -> Iterator[pd.DataFrame]:
+def tag_batches(batches: Iterator[pd.DataFrame], cfg: TaskConfig) -> Iterator[pd.DataFrame]:
     """``mapInPandas`` function returning ``TAGGED_SCHEMA_DDL`` rows (nothing written)."""
     for frame in batches:
         yield tag_frame(frame, cfg)
@@ -527,7 +446,7 @@ class _StreamingFile:
         }
 
 
-def write_batches(batches: Iterator[pd.DataFrame], cfg: UdfConfig) -> Iterator[pd.DataFrame]:
+def write_batches(batches: Iterator[pd.DataFrame], cfg: TaskConfig) -> Iterator[pd.DataFrame]:
     """``mapInPandas`` function: tag every batch, stream entities and status rows into one Parquet
     file per table for this task, and return the files' metadata (``WRITTEN_FILES_DDL``).
 
@@ -546,7 +465,7 @@ def write_batches(batches: Iterator[pd.DataFrame], cfg: UdfConfig) -> Iterator[p
         del frame, tagged  # drop this batch before the next one arrives
     written = [info for info in (ent_file.close(), st_file.close()) if info is not None]
     _release_memory()
-    yield pd.DataFrame(written, columns=["table", "path", "size", "num_records", "modification_time"])
+    yield pd.DataFrame(written, columns=list(WRITTEN_FILES_COLUMNS))
 
 
 def _release_memory() -> None:

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medner_udf.config import SettingsError, conf_file, load_toml
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -21,17 +23,23 @@ def spark_conf(conf: dict[str, Any]) -> dict[str, str]:
     """The ``[spark]`` table of a config as Spark conf strings (booleans lower-cased)."""
     table = conf.get("spark", {})
     if not isinstance(table, dict):
-        raise ValueError("the [spark] section must be a table of spark.* settings")
+        raise SettingsError("the [spark] section must be a table of spark.* settings")
     out = {}
     for key, value in table.items():
         if not key.startswith("spark."):
-            raise ValueError(f"Spark setting {key!r} must start with 'spark.'")
+            raise SettingsError(f"Spark setting {key!r} must start with 'spark.'")
         out[key] = str(value).lower() if isinstance(value, bool) else str(value)
     return out
 
 
+def load_spark_conf(path: str | Path | None = None) -> dict[str, str]:
+    """The Spark settings of ``path`` (default: the package's ``conf/spark.toml``)."""
+    return spark_conf(load_toml(path if path is not None else conf_file("spark.toml")))
+
+
 def prepare_environment() -> None:
-    """Point Spark at this interpreter and a JDK when the caller has not (DESIGN.md facts)."""
+    """Point Spark at this interpreter and a JDK when the caller has not (the environment variables
+    of docs/extraction.md, "Running it")."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     if "JAVA_HOME" not in os.environ and Path(DEFAULT_JAVA_HOME).is_dir():

@@ -10,24 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from medner_udf.extraction.executor import ENTITIES_SCHEMA, ENTITIES_TABLE, STATUS_SCHEMA, STATUS_TABLE
+from medner_udf.extraction.schemas import TABLE_SCHEMAS, spark_ddl
 from medner_udf.extraction.tables import TableError, detect_format, open_table
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-VIEWS = {ENTITIES_TABLE: ENTITIES_SCHEMA, STATUS_TABLE: STATUS_SCHEMA}
-_SPARK_TYPES = {pa.string(): "string", pa.int32(): "int", pa.int64(): "bigint", pa.float64(): "double"}
-
-
-def spark_ddl(schema: pa.Schema) -> str:
-    """A Spark DDL string for a flat Arrow schema of the types the tables use."""
-    try:
-        return ", ".join(f"`{f.name}` {_SPARK_TYPES[f.type]}" for f in schema)
-    except KeyError as exc:
-        raise TypeError(f"no Spark type for Arrow type {exc.args[0]}") from exc
+VIEWS = TABLE_SCHEMAS
 
 
 def table_frame(spark: SparkSession, path: str | Path, name: str) -> DataFrame:

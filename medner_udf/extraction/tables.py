@@ -34,13 +34,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from medner_udf.errors import MednerError
+
 log = logging.getLogger(__name__)
 
 FORMATS = ("delta", "parquet")
 MANIFEST = "_medner_manifest.json"
 
 
-class TableError(ValueError):
+class TableError(MednerError, ValueError):
     """A table location or commit that cannot be used; the message names the path."""
 
 

@@ -11,7 +11,6 @@ entity offsets are token boundaries in the original note and ``text[begin:end]``
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,16 +33,6 @@ from medner_udf.text.types import Entity
 
 KIND = "gazetteer"
 TERMS_FILE = "terms.json"
-
-# How many times any GazetteerTagger was loaded from an artifact in this process. Tests use it to
-# prove the Spark UDF loads the model once per Python worker rather than once per batch or task.
-_LOAD_LOCK = threading.Lock()
-_load_count = 0
-
-
-def load_count() -> int:
-    """Number of ``GazetteerTagger.load`` calls in this process so far."""
-    return _load_count
 
 
 def _key(text: str) -> tuple[str, ...]:
@@ -146,7 +135,6 @@ class GazetteerTagger(Tagger):
 
     @classmethod
     def load(cls, directory: Path | str, device: torch.device | str | None = None) -> GazetteerTagger:
-        global _load_count
         directory = Path(directory)
         info = read_info(directory)
         if info.kind != KIND:
@@ -162,6 +150,4 @@ class GazetteerTagger(Tagger):
         tagger = cls(pairs, info)
         if device is not None:
             tagger.to(device)
-        with _LOAD_LOCK:
-            _load_count += 1
         return tagger

@@ -1,8 +1,8 @@
 """Offset-keeping tokenisation and segmentation of raw notes.
 
 Nothing here normalises the note: every token is a slice of the original string, so character
-offsets computed from tokens always index the note the caller passed in (the offsets contract in
-docs/extraction.md).
+offsets computed from tokens always index the note the caller passed in (the offsets contract of
+the entities table, docs/extraction.md, "Tables").
 
 Tokens are letter runs, digit runs, and every other visible character on its own (``_TOKEN_RE``).
 The taggers' hot paths need them as arrays, not objects, so the tokenizer works on the note's code

@@ -1,5 +1,10 @@
 """Fixtures for the tests that start Spark: one session-scoped ``local[2]`` session for all of them
-(UI off, few shuffle partitions), and a small real gazetteer artifact."""
+(UI off, few shuffle partitions), and a small real gazetteer artifact.
+
+The Python workers get ``tests/`` on their ``PYTHONPATH`` and ``MEDNER_TAGGER_MODULES=fake_taggers``
+(``spark.executorEnv.*``, which Spark hands to the workers in local and cluster modes alike), so
+artifacts of the test-only kinds in tests/fake_taggers.py load inside them as a site plugin would.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_taggers import MODULE as FAKE_TAGGERS_MODULE
 
 from medner_udf.extraction.session import build_session
+from medner_udf.taggers.base import TAGGERS
 from medner_udf.taggers.gazetteer import GazetteerTagger
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+# What the workers need to import the test-only tagger kinds.
+WORKER_ENV_CONF = {
+    "spark.executorEnv.PYTHONPATH": str(TESTS_DIR),
+    f"spark.executorEnv.{TAGGERS.env}": FAKE_TAGGERS_MODULE,
+}
 
 # Terms of the test gazetteer: every Spark test tags with these, so expected entities are exact.
 TERMS = [
@@ -32,7 +46,15 @@ SPARK_TEST_CONF = {
     "spark.sql.execution.arrow.maxRecordsPerBatch": "4",
     "spark.driver.memory": "1g",
     "spark.sql.session.timeZone": "UTC",
+    **WORKER_ENV_CONF,
 }
+
+
+@pytest.fixture(scope="session")
+def worker_env_conf() -> dict[str, str]:
+    """Spark settings that let the Python workers import the test-only tagger kinds (for jobs
+    submitted in another process)."""
+    return dict(WORKER_ENV_CONF)
 
 
 @pytest.fixture(scope="session")

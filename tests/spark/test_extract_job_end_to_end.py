@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from medner_udf.extraction.job import ExtractError, ExtractSettings, run_extract
+from medner_udf.extraction.job import run_extract
+from medner_udf.extraction.settings import ExtractError, ExtractSettings
 from medner_udf.extraction.sql import run_sql
 from medner_udf.extraction.tables import open_table
 

@@ -1,5 +1,7 @@
 """The job through spark-submit on ``local-cluster[2,1,1024]``: two real executor processes, the
-artifact shipped by Spark, and GPU addresses from a fake discovery script."""
+artifact shipped by Spark, and GPU addresses from a fake discovery script. The tagger is the
+recording test kind (tests/fake_taggers.py), which the executors' Python workers import through
+``spark.executorEnv.*``: its log shows where and how often the model loaded and what it was given."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import shutil
 import stat
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
+from fake_taggers import RecordingArtifact
 
 from medner_udf.extraction.session import spark_submit_command, submit_environment
 
@@ -42,7 +46,9 @@ def run(cmd: list[str], cwd: Path) -> str:
     return done.stdout
 
 
-def test_spark_submit_job_on_separate_executors(tmp_path: Path, gazetteer_artifact: Path) -> None:
+def test_spark_submit_job_on_separate_executors(
+    tmp_path: Path, recording_artifact: RecordingArtifact, worker_env_conf: dict[str, str]
+) -> None:
     (tmp_path / "notes").mkdir()
     pq.write_table(
         pa.table({"record_id": list(NOTES), "text": list(NOTES.values())}), tmp_path / "notes" / "p.parquet"
@@ -56,22 +62,34 @@ def test_spark_submit_job_on_separate_executors(tmp_path: Path, gazetteer_artifa
             "--output",
             str(out),
             "--model",
-            str(gazetteer_artifact),
+            str(recording_artifact.path),
             "--partitions",
             "4",
+            "--batch-size",
+            "2",
             "--spark-conf",
             str(ROOT / "conf" / "spark.toml"),
         ],
         MASTER,
-        {"spark.ui.enabled": "false", "spark.executor.memory": "768m"},
+        {"spark.ui.enabled": "false", "spark.executor.memory": "768m", **worker_env_conf},
     )
     stdout = run(cmd, ROOT)
     summary = json.loads(stdout[stdout.rindex("\n{") :].split("\n}")[0] + "\n}")
     assert summary["status_counts"] == {"ok": 12, "empty": 0, "skipped": 0, "error": 0}
     ents = DeltaTable(str(out / "entities")).to_pandas()
-    assert len(ents) == sum(3 * (1 + i % 3) + 1 for i in range(12))
+    assert len(ents) == sum(2 * (1 + i % 3) + 1 for i in range(12))  # fever, pain per line; Aspirin
     for r in ents.to_dict("records"):
         assert NOTES[r["record_id"]][r["begin"] : r["end"]] == r["text"]
+
+    loads = recording_artifact.calls("load")
+    # Two executors, so at least two Python workers; each loaded the model once, from the copy
+    # Spark shipped (not the driver's folder), however many tasks and batches it ran.
+    per_worker = Counter(c["pid"] for c in loads)
+    assert len(per_worker) >= 2 and set(per_worker.values()) == {1}
+    assert all(Path(c["artifact"]) != recording_artifact.path for c in loads)
+    tags = recording_artifact.calls("tag")
+    assert {c["pid"] for c in tags} <= set(per_worker)
+    assert sum(c["notes"] for c in tags) == len(NOTES) and max(c["notes"] for c in tags) == 2
 
 
 def test_each_task_uses_the_gpu_address_spark_assigned(tmp_path: Path) -> None:

@@ -1,34 +1,38 @@
-"""The UDF inside Spark workers: output schema, bounded micro-batches, one model load per worker."""
+"""The executor side inside Spark workers: output schema, bounded micro-batches, one model load per
+worker. Loads and batches are observed through a test tagger that logs its own calls
+(tests/fake_taggers.py), not through counters in the product."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
+from fake_taggers import RecordingArtifact
 
-from medner_udf.extraction.executor import TAGGED_SCHEMA_DDL, UdfConfig, note_hash, tag_batches
+from medner_udf.extraction.executor import TaskConfig, tag_batches
+from medner_udf.extraction.schemas import TAGGED_SCHEMA_DDL, note_hash
 
 pytestmark = pytest.mark.spark
 
 N_NOTES, N_PARTS = 64, 8
 
 
+def note(i: int) -> str:
+    return "fever " * (1 + i % 7)
+
+
 def notes_frame(spark: Any) -> Any:
-    rows = [
-        (f"id{i}", "fever " * (1 + i % 7), note_hash("fever " * (1 + i % 7)), "tag", 1)
-        for i in range(N_NOTES)
-    ]
+    rows = [(f"id{i}", note(i), note_hash(note(i)), "tag", 1) for i in range(N_NOTES)]
     return spark.createDataFrame(
         rows, "record_id string, text string, note_hash string, action string, n_rows long"
     ).repartition(N_PARTS)
 
 
-def test_tagging_udf_output_schema_and_rows(spark: Any, gazetteer_artifact: Path) -> None:
-    cfg = UdfConfig(artifact=str(gazetteer_artifact), model_name="testgaz", model_version="1", batch_size=3)
+def test_tagging_output_schema_and_rows(spark: Any, gazetteer_artifact: Path) -> None:
+    cfg = TaskConfig(artifact=str(gazetteer_artifact), model_name="testgaz", model_version="1", batch_size=3)
     out = notes_frame(spark).mapInPandas(functools.partial(tag_batches, cfg=cfg), TAGGED_SCHEMA_DDL)
     assert out.schema.simpleString() == (
         "struct<record_id:string,note_hash:string,status:string,n_entities:int,error:string,"
@@ -43,30 +47,32 @@ def test_tagging_udf_output_schema_and_rows(spark: Any, gazetteer_artifact: Path
     ]
 
 
-def test_model_loads_once_per_worker_and_batches_stay_bounded(spark: Any, gazetteer_artifact: Path) -> None:
-    cfg = UdfConfig(artifact=str(gazetteer_artifact), model_name="testgaz", model_version="1", batch_size=3)
+def test_model_loads_once_per_worker_and_batches_stay_bounded(
+    spark: Any, recording_artifact: RecordingArtifact
+) -> None:
+    max_chars = 40  # notes are 6-42 characters: the character bound cuts batches too
+    cfg = TaskConfig(
+        artifact=str(recording_artifact.path),
+        model_name="rec",
+        model_version="1",
+        batch_size=3,
+        max_batch_chars=max_chars,
+    )
+    rows = (
+        notes_frame(spark).mapInPandas(functools.partial(tag_batches, cfg=cfg), TAGGED_SCHEMA_DDL).collect()
+    )
+    assert {r["status"] for r in rows} == {"ok"} and len(rows) == N_NOTES
 
-    def probe(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        # Runs in the worker: report which process tagged, and what the installed module's cache saw.
-        import os
-
-        from medner_udf.extraction import executor as udf
-
-        udf.reset_batch_stats()
-        for frame in batches:
-            tagged = udf.tag_frame(frame, cfg)
-            yield pd.DataFrame(
-                {
-                    "pid": [os.getpid()] * len(tagged),
-                    "loads": udf.MODEL_CACHE.loads[(udf.resolve_artifact(cfg), udf.task_device())],
-                    "max_batch": udf.max_batch_seen(),
-                }
-            )
-
-    rows = notes_frame(spark).mapInPandas(probe, "pid long, loads long, max_batch long").collect()
-    assert len(rows) == N_NOTES
-    pids = {r["pid"] for r in rows}
+    loads = Counter(c["pid"] for c in recording_artifact.calls("load"))
+    tags = recording_artifact.calls("tag")
     # Eight tasks ran on two task slots: reused workers, each loading the model exactly once.
-    assert len(pids) < N_PARTS
-    assert {r["loads"] for r in rows} == {1}
-    assert max(r["max_batch"] for r in rows) <= 3
+    assert set(loads.values()) == {1}
+    assert len(loads) < N_PARTS
+    assert {c["pid"] for c in tags} <= set(loads)
+    # Every note tagged exactly once, in micro-batches of at most 3 notes and 40 characters
+    # (a longer note goes alone).
+    assert sum(c["notes"] for c in tags) == N_NOTES
+    assert sum(c["chars"] for c in tags) == sum(len(note(i)) for i in range(N_NOTES))
+    assert max(c["notes"] for c in tags) == 3
+    assert all(c["notes"] == 1 or c["chars"] <= max_chars for c in tags)
+    assert any(c["notes"] == 1 and c["chars"] > max_chars for c in tags)

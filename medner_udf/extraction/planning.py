@@ -1,0 +1,186 @@
+"""The driver's plan for one run: what each input record gets, and which run this is.
+
+Pure ``DataFrame -> DataFrame`` transforms (``prepare_notes``, ``mark_duplicates``,
+``latest_tagged``, ``plan_actions``), the input's fingerprint, and the choice of run id. Nothing
+here writes, creates a session or loads a model; ``job.run_extract`` strings them together.
+
+- ``note_hash`` = SHA-256 of the note's UTF-8 text. A record is **skipped** when the latest
+  status row of the same model version from another run has the same hash and status ``ok``,
+  ``empty`` or ``skipped``; ``full=True`` re-tags everything.
+- **Duplicate ids**: every row of a record_id that occurs more than once in the input gets an
+  ``error`` status row ("duplicate record_id ..."), none is tagged, and that id's earlier entities
+  of this model version are removed (which of the notes is the real one is unknown).
+- **Run ids**: by default derived from the input's (record_id, note_hash) set, the model version
+  and the mode, so re-running the same job on the same input is a re-run of the same run. Airflow
+  passes an explicit ``run_id`` instead. Only the latest run may be re-run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from medner_udf.extraction.schemas import (
+    ACTION_DUPLICATE,
+    ACTION_NULL_ID,
+    ACTION_SKIP,
+    ACTION_TAG,
+    EMPTY,
+    INPUT_COLUMNS,
+    OK,
+    SKIPPED,
+)
+from medner_udf.extraction.settings import ExtractError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+_ID_TYPES = ("string", "int", "bigint", "smallint", "tinyint")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The input
+
+
+def read_notes(spark: SparkSession, path: str, fmt: str) -> DataFrame:
+    """The input as a DataFrame; Delta is read through its log (live files only)."""
+    if fmt == "delta":
+        from deltalake import DeltaTable
+
+        uris = DeltaTable(path).file_uris()
+        if not uris:
+            raise ExtractError(f"input Delta table {path} has no data files")
+        return spark.read.parquet(*uris)
+    return spark.read.parquet(path)
+
+
+def validate_notes_schema(df: DataFrame, id_column: str, text_column: str) -> None:
+    """The id column must be a string or integer, the text column a string."""
+    types = dict(df.dtypes)
+    for role, col in (("id", id_column), ("text", text_column)):
+        if col not in types:
+            raise ExtractError(f"input has no {role} column {col!r}; its columns are {sorted(types)}")
+    if types[id_column] not in _ID_TYPES:
+        raise ExtractError(
+            f"id column {id_column!r} has type {types[id_column]}; expected one of {list(_ID_TYPES)}"
+        )
+    if types[text_column] != "string":
+        raise ExtractError(f"text column {text_column!r} has type {types[text_column]}; expected string")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure transforms
+
+
+def prepare_notes(df: DataFrame, id_column: str, text_column: str) -> DataFrame:
+    """(record_id string, text, note_hash): ids cast to string, the text untouched (offsets!)."""
+    from pyspark.sql import functions as F
+
+    return df.select(
+        F.col(id_column).cast("string").alias("record_id"),
+        F.col(text_column).alias("text"),
+        F.sha2(F.col(text_column), 256).alias("note_hash"),
+    )
+
+
+def mark_duplicates(notes: DataFrame) -> DataFrame:
+    """Adds ``n_rows``: how many input rows share the record_id (1 for unique and null ids)."""
+    from pyspark.sql import functions as F
+
+    counts = (
+        notes.where(F.col("record_id").isNotNull())
+        .groupBy("record_id")
+        .agg(F.count(F.lit(1)).alias("n_rows"))
+    )
+    return notes.join(counts, "record_id", "left").withColumn(
+        "n_rows", F.coalesce(F.col("n_rows"), F.lit(1)).cast("long")
+    )
+
+
+def latest_tagged(status: DataFrame, model_version: str, exclude_run: str) -> DataFrame:
+    """(record_id, prev_hash) from each record's latest status row of ``model_version`` in runs
+    other than ``exclude_run``, when that row says its entities are current (ok/empty/skipped)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy("record_id").orderBy(F.col("run_seq").desc())
+    latest = (
+        status.where(
+            (F.col("model_version") == model_version)
+            & (F.col("run_id") != exclude_run)
+            & F.col("record_id").isNotNull()
+        )
+        .withColumn("_rank", F.row_number().over(w))
+        .where(F.col("_rank") == 1)
+    )
+    return latest.where(F.col("status").isin(OK, EMPTY, SKIPPED)).select(
+        "record_id", F.col("note_hash").alias("prev_hash")
+    )
+
+
+def plan_actions(notes: DataFrame, latest: DataFrame | None, full: bool) -> DataFrame:
+    """Adds ``action`` (tag / skip / duplicate / null_id); skipped rows lose their text, so it is
+    not shipped to the executors for nothing. Columns: ``schemas.INPUT_COLUMNS``."""
+    from pyspark.sql import functions as F
+
+    if latest is not None and not full:
+        notes = notes.join(latest, "record_id", "left")
+        unchanged = F.col("prev_hash").isNotNull() & (F.col("prev_hash") == F.col("note_hash"))
+    else:
+        unchanged = F.lit(False)
+    action = (
+        F.when(F.col("record_id").isNull(), F.lit(ACTION_NULL_ID))
+        .when(F.col("n_rows") > 1, F.lit(ACTION_DUPLICATE))
+        .when(unchanged, F.lit(ACTION_SKIP))
+        .otherwise(F.lit(ACTION_TAG))
+    )
+    planned = notes.withColumn("action", action).withColumn(
+        "text", F.when(F.col("action") == ACTION_TAG, F.col("text"))
+    )
+    return planned.select(*INPUT_COLUMNS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Run identity
+
+
+def input_fingerprint(notes: DataFrame) -> str:
+    """An order-independent fingerprint of the input's (record_id, note_hash) multiset."""
+    from pyspark.sql import functions as F
+
+    row = notes.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.bit_xor(F.xxhash64("record_id", "note_hash")).alias("a"),
+        F.bit_xor(F.xxhash64("note_hash", "record_id", F.lit("medner"))).alias("b"),
+    ).collect()[0]
+    return f"{row['n']}:{row['a']}:{row['b']}"
+
+
+def derived_run_id(fingerprint: str, model_name: str, model_version: str, full: bool) -> str:
+    """The default run id: the same input, model version and mode always give the same id."""
+    key = f"{fingerprint}|{model_name}|{model_version}|full={full}"
+    return "r" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def choose_run(requested: str | None, base: str, runs: dict[str, int]) -> tuple[str, int, bool]:
+    """(run_id, run_seq, is_rerun) given the existing runs {run_id: run_seq} of this model version.
+
+    Re-running is allowed for the latest run only: replacing an older one would roll records back
+    behind newer runs. A derived id that names an older run (the input went back to an earlier
+    state) becomes a new run ``<base>-<seq>``.
+    """
+    next_seq = max(runs.values(), default=-1) + 1
+    latest = max(runs, key=lambda r: runs[r]) if runs else None
+    if requested is not None:
+        if requested not in runs:
+            return requested, next_seq, False
+        if requested != latest:
+            raise ExtractError(
+                f"run id {requested!r} is not the latest run (that is {latest!r}); only the latest may be re-run"
+            )
+        return requested, runs[requested], True
+    if latest is not None and (latest == base or latest.startswith(base + "-")):
+        return latest, runs[latest], True
+    if base not in runs:
+        return base, next_seq, False
+    return f"{base}-{next_seq}", next_seq, False

@@ -23,6 +23,7 @@ from medner_udf.taggers.artifact import ArtifactError
 from medner_udf.taggers.base import load_tagger
 from medner_udf.taggers.transformer import TransformerTagger
 from medner_udf.text.scheme import tag_set
+from medner_udf.text.tokens import tokenize
 from medner_udf.text.types import Span
 from medner_udf.training.transformer import build_training_data
 
@@ -245,7 +246,7 @@ def test_transformer_offsets_round_trip(fitted_bert: TransformerTagger) -> None:
 def test_transformer_encode_maps_words_to_pieces(fitted_bert: TransformerTagger) -> None:
     text = "Aspirin 5mg \x07 given."
     note = fitted_bert.encode(text)
-    words = [w.text for w in note.words]
+    words = [w.text for w in note.words(text)]
     assert words == ["Aspirin", "5", "mg", "\x07", "given", "."]
     first = note.first_piece.tolist()
     assert first == sorted(first)
@@ -332,3 +333,64 @@ def test_half_precision_checkpoint_is_fine_tuned_in_fp32(
     AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(half))
     tagger = TransformerTagger.create(half, tag_set(TYPES), name="tiny", version="1")
     assert {p.dtype for p in tagger.net.parameters()} == {torch.float32}
+
+
+def _reference_alignment(tagger: TransformerTagger, text: str) -> tuple[list[int], list[int]]:
+    """The word-by-word reading of the alignment rules (align_pieces's doc), as an oracle."""
+    enc = tagger.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    ids, spans = enc["input_ids"], enc["offset_mapping"]
+    out_ids: list[int] = []
+    first: list[int] = []
+    last_end, j = -1, 0
+    for word in tokenize(text):
+        while j < len(ids) and spans[j][1] <= word.begin:  # pieces before this word
+            out_ids.append(ids[j])
+            last_end = spans[j][1]
+            j += 1
+        if out_ids and last_end > word.begin:
+            first.append(len(out_ids) - 1)  # a piece that spans into this word: shared
+        else:
+            first.append(len(out_ids))
+            if not (j < len(ids) and spans[j][0] < word.end):
+                out_ids.append(tagger.tokenizer.unk_token_id)  # the tokenizer dropped this word
+                last_end = word.end
+        while j < len(ids) and spans[j][0] < word.end:  # this word's pieces
+            out_ids.append(ids[j])
+            last_end = spans[j][1]
+            j += 1
+    out_ids.extend(ids[j:])
+    return out_ids, first
+
+
+ALIGNMENT_TEXTS = [
+    "Aspirin 5mg \x07 given.",
+    "",
+    "   ",
+    "\x07\x08 chest pain\x07",
+    "A 45-year-old man had chest pain.\nAspirin 5mg was given daily.\r\nCT: 3cm mass (liver).",
+    "µg ≥ 10 \U0001f600 mass",
+    "x" * 300 + " fever " + "\x00" * 3,
+]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_transformer_batch_alignment_equals_the_word_by_word_reading(
+    encoders: Callable[[str], Path], family: str
+) -> None:
+    tagger = new_tagger(encoders, family)
+    notes = tagger.encode_notes(ALIGNMENT_TEXTS)
+    for text, note in zip(ALIGNMENT_TEXTS, notes, strict=True):
+        ids, first = _reference_alignment(tagger, text)
+        assert note.piece_ids.tolist() == ids, text
+        assert note.first_piece.tolist() == first, text
+        assert [(t.begin, t.end) for t in note.words(text)] == [(t.begin, t.end) for t in tokenize(text)]
+
+
+def test_transformer_alignment_with_minilm_on_the_corpus(corpus_docs: list[Document]) -> None:
+    from medner_udf.training.pretrained import default_encoder_dir
+
+    tagger = TransformerTagger.create(default_encoder_dir(), tag_set(TYPES), name="minilm", version="0")
+    docs = corpus_docs[::10]
+    for doc, note in zip(docs, tagger.encode_notes([d.text for d in docs]), strict=True):
+        ids, first = _reference_alignment(tagger, doc.text)
+        assert note.piece_ids.tolist() == ids and note.first_piece.tolist() == first, doc.doc_id

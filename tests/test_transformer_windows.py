@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medner_udf.taggers.windows import EncodedNote, assign_windows, training_windows, window_starts
-from medner_udf.text.types import Token
 
 
 def test_transformer_window_starts_cover_and_end_flush() -> None:
@@ -44,8 +43,8 @@ def test_transformer_assign_windows_most_context(gaps: list[int], capacity: int,
 
 
 def _note(first: list[int], n_pieces: int) -> EncodedNote:
-    words = [Token(i, i + 1, "w") for i in range(len(first))]
-    return EncodedNote(words, np.zeros(n_pieces, np.int64), np.asarray(first, np.int64), [])
+    begins = np.arange(len(first), dtype=np.int64)
+    return EncodedNote(begins, begins + 1, np.zeros(n_pieces, np.int64), np.asarray(first, np.int64), [])
 
 
 def test_transformer_training_windows_cut_outside_mentions() -> None:

@@ -302,6 +302,14 @@ class CRF(nn.Module):
         """
         if len(rows) == 0:
             return np.zeros(0, dtype=np.float64)
+        if emissions.device.type == "cpu":
+            mask = mask.bool()
+            self._validate(emissions, mask)
+            lengths = mask.sum(dim=1).numpy().astype(np.int64)
+            on_cpu = crf_cpu.segment_log_probabilities(
+                emissions.float().numpy(), lengths, self.potentials(), paths, rows, first, last
+            )
+            return np.clip(np.exp(on_cpu), 0.0, 1.0)
         alphas, betas, log_z = self.forward_backward(emissions, mask)
         device = emissions.device
         path = torch.from_numpy(paths).to(device)

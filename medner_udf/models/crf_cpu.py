@@ -88,9 +88,11 @@ def viterbi(emissions: F32, lengths: I64, p: Potentials) -> I64:
     """
     batch, seq_len, num_tags = emissions.shape
     order = np.argsort(-lengths, kind="stable")
-    emissions, lengths = emissions[order], lengths[order]
+    lengths = lengths[order]
+    # Time-major (seq_len, batch, tags): each step reads one contiguous block.
+    steps = np.ascontiguousarray(emissions[order].transpose(1, 0, 2))
     running = np.searchsorted(-lengths, -np.arange(seq_len), side="left")  # rows with length > t
-    score = p.start + emissions[:, 0]  # shape: (batch, tags)
+    score = p.start + steps[0]  # shape: (batch, tags)
     history = np.zeros((max(seq_len - 1, 0), batch, num_tags), dtype=np.int16)
     plans = [_viterbi_plan(b, p.trans) for b in buckets(p.allowed)]
     rows = np.arange(batch)
@@ -108,7 +110,7 @@ def viterbi(emissions: F32, lengths: I64, p: Potentials) -> I64:
                 b_best, b_src = _few_sources_max(now, bucket.per_target, by_source)
             best[:, bucket.to] = b_best
             history[t - 1, :n, bucket.to] = b_src.T
-        score[:n] = best + emissions[:n, t]
+        score[:n] = best + steps[t, :n]
     last = (score + p.end).argmax(axis=1)
     paths = backtrack(history, last, lengths)
     out = np.empty_like(paths)
@@ -179,41 +181,81 @@ def backtrack(history: npt.NDArray[np.integer[Any]], last: I64, lengths: I64) ->
     return paths
 
 
-def forward_backward(emissions: F32, lengths: I64, p: Potentials) -> tuple[F32, F32, F32]:
-    """(alphas, betas, log Z): alphas[b, t, j] = log-sum of the paths ending in tag j at step t,
-    carried unchanged over padding; betas[b, t, i] = log-sum of the continuations from tag i at
-    step t (the end score at a sequence's last step and on its padding). Rows run longest first,
-    each step on the prefix of rows still running (see ``viterbi``)."""
-    batch, seq_len, num_tags = emissions.shape
+def _recursions(emissions: F32, lengths: I64, p: Potentials) -> tuple[F32, F32, I64]:
+    """Time-major (seq_len, batch, tags) alphas and betas of the rows sorted longest first, and
+    that order. alphas[t, b, j]: log-sum of the paths ending in tag j at step t; betas[t, b, i]:
+    log-sum of the continuations from tag i at step t (the end score at a row's last step and on
+    its padding). Alphas at padding are left unset."""
+    seq_len = emissions.shape[1]
     order = np.argsort(-lengths, kind="stable")
-    emissions, lengths = emissions[order], lengths[order]
+    lengths = lengths[order]
+    # Time-major: each step reads and writes one contiguous block.
+    steps = np.ascontiguousarray(emissions[order].transpose(1, 0, 2))
     running = np.searchsorted(-lengths, -np.arange(seq_len + 1), side="left")  # rows with length > t
     forward = [_lse_plan(b, p.trans) for b in buckets(p.allowed)]
     backward = [_lse_plan(b, p.trans.T) for b in buckets(p.allowed.T)]
-    alphas = np.empty_like(emissions)
-    alphas[:, 0] = p.start + emissions[:, 0]
+    alphas = np.empty_like(steps)
+    alphas[0] = p.start + steps[0]
     for t in range(1, seq_len):
         n = int(running[t])
         if n == 0:
             break
-        alphas[:n, t] = _lse_step(alphas[:n, t - 1], forward) + emissions[:n, t]
-    betas = np.empty_like(emissions)
-    betas[:] = p.end  # the end score at each last step, and on padding
+        alphas[t, :n] = _lse_step(alphas[t - 1, :n], forward) + steps[t, :n]
+    betas = np.empty_like(steps)
+    betas[:] = p.end
     for t in range(seq_len - 2, -1, -1):
         n = int(running[t + 1])  # rows whose step t + 1 is real
         if n:
-            betas[:n, t] = _lse_step(emissions[:n, t + 1] + betas[:n, t + 1], backward)
-    last = np.maximum(lengths - 1, 0)
-    rows = np.arange(batch)
-    # Padding carries each row's last alpha (the torch recursion's convention).
-    steps = np.minimum(np.arange(seq_len)[None, :], last[:, None])
-    alphas = alphas[rows[:, None], steps]
-    final = alphas[rows, last] + p.end
+            betas[t, :n] = _lse_step(steps[t + 1, :n] + betas[t + 1, :n], backward)
+    return alphas, betas, order
+
+
+def _log_z(alphas: F32, lengths_sorted: I64, end: F32) -> npt.NDArray[np.float64]:
+    last = np.maximum(lengths_sorted - 1, 0)
+    final = alphas[last, np.arange(len(last))].astype(np.float64) + end
     top = final.max(axis=1)
-    log_z = (top + np.log(np.exp(final - top[:, None]).sum(axis=1))).astype(np.float32)
+    log_z: npt.NDArray[np.float64] = top + np.log(np.exp(final - top[:, None]).sum(axis=1))
+    return log_z
+
+
+def forward_backward(emissions: F32, lengths: I64, p: Potentials) -> tuple[F32, F32, F32]:
+    """(alphas, betas, log Z), batch-major like the torch recursion: alphas carried unchanged over
+    padding, betas the end score at a row's last step and on its padding."""
+    batch, seq_len, _ = emissions.shape
+    alphas, betas, order = _recursions(emissions, lengths, p)
+    sorted_lengths = lengths[order]
+    last = np.maximum(sorted_lengths - 1, 0)
+    rows = np.arange(batch)
+    at = np.minimum(np.arange(seq_len)[:, None], last[None, :])  # padding carries the last alpha
+    alphas = alphas[at, rows[None, :]]
+    log_z = _log_z(alphas, sorted_lengths, p.end).astype(np.float32)
     inverse = np.empty_like(order)
     inverse[order] = rows
-    return alphas[inverse], betas[inverse], log_z[inverse]
+    return alphas.transpose(1, 0, 2)[inverse], betas.transpose(1, 0, 2)[inverse], log_z[inverse]
+
+
+def segment_log_probabilities(
+    emissions: F32, lengths: I64, p: Potentials, paths: I64, rows: I64, first: I64, last: I64
+) -> npt.NDArray[np.float64]:
+    """log P(y_first..y_last = the path there) of item ``rows[k]`` for every k (``CRF.path_probabilities``),
+    reading only the alphas, betas and path scores the segments need."""
+    alphas, betas, order = _recursions(emissions, lengths, p)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    sorted_row = inverse[rows]
+    log_z = _log_z(alphas, lengths[order], p.end)
+    tags = paths
+    # The path's cumulative score of transitions and emissions after its first step.
+    emitted = np.take_along_axis(emissions, tags[:, :, None], axis=2)[:, :, 0].astype(np.float64)
+    moves = np.zeros_like(emitted)
+    moves[:, 1:] = p.trans[tags[:, :-1], tags[:, 1:]]
+    cumulative = np.cumsum(emitted + moves, axis=1)
+    return (
+        alphas[first, sorted_row, paths[rows, first]].astype(np.float64)
+        + (cumulative[rows, last] - cumulative[rows, first])
+        + betas[last, sorted_row, paths[rows, last]].astype(np.float64)
+        - log_z[sorted_row]
+    )
 
 
 LsePlan = tuple[I64, I64 | None, F32, float, I64 | None]

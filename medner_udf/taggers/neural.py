@@ -47,7 +47,7 @@ from medner_udf.taggers.artifact import (
     write_json,
 )
 from medner_udf.taggers.base import Tagger, check_batch_size, check_texts, default_device
-from medner_udf.text.types import Entity, Token
+from medner_udf.text.types import Entity
 
 ItemT = TypeVar("ItemT")
 
@@ -66,19 +66,6 @@ class EmissionBatch:
     notes: list[int]
     begins: npt.NDArray[np.int64]
     ends: npt.NDArray[np.int64]
-
-    @classmethod
-    def of_tokens(
-        cls, emissions: Tensor, mask: Tensor, rows: Sequence[tuple[int, Sequence[Token]]]
-    ) -> EmissionBatch:
-        """A batch whose rows are given as (note index, its tokens)."""
-        shape = tuple(mask.shape)
-        begins = np.zeros(shape, dtype=np.int64)
-        ends = np.zeros(shape, dtype=np.int64)
-        for b, (_, tokens) in enumerate(rows):
-            begins[b, : len(tokens)] = [t.begin for t in tokens]
-            ends[b, : len(tokens)] = [t.end for t in tokens]
-        return cls(emissions, mask, [note for note, _ in rows], begins, ends)
 
 
 def length_sorted_batches(

@@ -34,8 +34,8 @@ from medner_udf.models.transformer import TransformerConfig, TransformerTaggerNe
 from medner_udf.taggers.artifact import ArtifactError, ArtifactInfo
 from medner_udf.taggers.base import Tagger
 from medner_udf.taggers.neural import EmissionBatch, NeuralTagger, length_sorted_batches
-from medner_udf.taggers.windows import EncodedNote, IntArray, Window, assign_windows
-from medner_udf.text.tokens import segment, tokenize
+from medner_udf.taggers.windows import EncodedNote, IntArray, Window, align_pieces, assign_windows
+from medner_udf.text.tokens import segment_bounds, token_bounds
 
 log = logging.getLogger(__name__)
 
@@ -143,50 +143,34 @@ class TransformerTagger(NeuralTagger):
     # ----------------------------------------------------------------------------------------------
     def encode(self, text: str) -> EncodedNote:
         """Words, pieces and first pieces of ``text`` (see the module doc, steps 1-2)."""
-        words = tokenize(text)
-        if not words:
-            return EncodedNote([], np.zeros(0, np.int64), np.zeros(0, np.int64), [])
-        enc = self.tokenizer(
-            text,
-            add_special_tokens=False,
-            return_offsets_mapping=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            verbose=False,
-        )
-        ids: list[int] = enc["input_ids"]
-        spans: list[tuple[int, int]] = enc["offset_mapping"]
-        out_ids: list[int] = []
-        first: list[int] = []
-        last_end = -1  # end offset of the last piece emitted
-        j = 0
-        for word in words:
-            while j < len(ids) and spans[j][1] <= word.begin:  # pieces before this word
-                out_ids.append(ids[j])
-                last_end = spans[j][1]
-                j += 1
-            if out_ids and last_end > word.begin:
-                first.append(len(out_ids) - 1)  # a piece that spans into this word: share it
+        return self.encode_notes([text])[0]
+
+    def encode_notes(self, texts: Sequence[str]) -> list[EncodedNote]:
+        """``encode`` for many notes: each note's pieces from the fast tokenizer, its words aligned
+        with them as arrays.
+
+        Note by note rather than with the tokenizer's ``encode_batch``, which runs a thread pool of
+        its own as wide as the machine: inside a Spark task that would oversubscribe the cores the
+        task was given, and the gain is small next to the network.
+        """
+        backend = self.tokenizer.backend_tokenizer
+        # As the tokenizer's __call__ does without truncation or padding asked for: whole notes.
+        backend.no_truncation()
+        backend.no_padding()
+        out = []
+        for text in texts:
+            encoding = backend.encode(text, add_special_tokens=False)
+            begins, ends = token_bounds(text)
+            ids = np.asarray(encoding.ids, dtype=np.int64)
+            offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
+            piece_ids, first = align_pieces(begins, ends, ids, offsets, self._unk)
+            if self.config.scope == "note":
+                blocks = [(0, len(begins))] if len(begins) else []
             else:
-                first.append(len(out_ids))
-                if not (j < len(ids) and spans[j][0] < word.end):
-                    out_ids.append(self._unk)  # the tokenizer dropped this word
-                    last_end = word.end
-            while j < len(ids) and spans[j][0] < word.end:  # this word's pieces
-                out_ids.append(ids[j])
-                last_end = spans[j][1]
-                j += 1
-        out_ids.extend(ids[j:])
-        if self.config.scope == "note":
-            blocks = [(0, len(words))]
-        else:
-            blocks = []
-            a = 0
-            for seg in segment(text):
-                blocks.append((a, a + len(seg)))
-                a += len(seg)
-            assert a == len(words), "segments partition the note's words"
-        return EncodedNote(words, np.asarray(out_ids, np.int64), np.asarray(first, np.int64), blocks)
+                segs = segment_bounds(text)
+                blocks = list(zip(segs.starts.tolist(), segs.stops.tolist(), strict=True))
+            out.append(EncodedNote(begins, ends, piece_ids, first, blocks))
+        return out
 
     def inference_windows(self, notes: Sequence[EncodedNote]) -> list[Window]:
         """Every note's windows at inference, each with the words it provides."""
@@ -251,7 +235,7 @@ class TransformerTagger(NeuralTagger):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.net.eval()
         device = self.device
-        out = [torch.zeros((len(n.words), self.config.num_tags)) for n in notes]
+        out = [torch.zeros((n.n_words, self.config.num_tags)) for n in notes]
         windows = self.inference_windows(notes)
         for batch in length_sorted_batches(windows, size, _window_length, longest_first=True):
             inputs = {k: v.to(device) for k, v in self.collate(notes, batch).items()}
@@ -265,20 +249,23 @@ class TransformerTagger(NeuralTagger):
     def emission_batches(self, texts: Sequence[str], batch_size: int) -> Iterator[EmissionBatch]:
         # Windows are batched for the encoder; decoding then runs over whole notes (see the module
         # doc, step 4), in groups of notes of similar length.
-        notes = [self.encode(t) for t in texts]
+        notes = self.encode_notes(texts)
         emissions = self.word_emissions(notes, batch_size)
         device = self.device
-        with_words = [i for i in range(len(texts)) if notes[i].words]
-        for group in length_sorted_batches(with_words, _DECODE_BATCH, lambda i: len(notes[i].words)):
-            longest = max(len(notes[i].words) for i in group)
+        with_words = [i for i in range(len(texts)) if notes[i].n_words]
+        for group in length_sorted_batches(with_words, _DECODE_BATCH, lambda i: notes[i].n_words):
+            longest = max(notes[i].n_words for i in group)
             padded = torch.zeros((len(group), longest, self.config.num_tags))
             mask = torch.zeros((len(group), longest), dtype=torch.bool)
+            begins = np.zeros((len(group), longest), dtype=np.int64)
+            ends = np.zeros((len(group), longest), dtype=np.int64)
             for b, i in enumerate(group):
-                padded[b, : len(notes[i].words)] = emissions[i]
-                mask[b, : len(notes[i].words)] = True
-            yield EmissionBatch.of_tokens(
-                padded.to(device), mask.to(device), [(i, notes[i].words) for i in group]
-            )
+                n = notes[i].n_words
+                padded[b, :n] = emissions[i]
+                mask[b, :n] = True
+                begins[b, :n] = notes[i].begins
+                ends[b, :n] = notes[i].ends
+            yield EmissionBatch(padded.to(device), mask.to(device), list(group), begins, ends)
 
     # ----------------------------------------------------------------------------------------------
     @classmethod

@@ -23,21 +23,65 @@ IntArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True)
 class EncodedNote:
-    """A note as the network sees it: its words, its pieces, and where each word starts."""
+    """A note as the network sees it: its words (character offsets), its pieces, and where each
+    word starts."""
 
-    words: list[Token]
+    begins: IntArray  # shape: (n_words,) where each word starts in the note
+    ends: IntArray  # shape: (n_words,) where it ends (exclusive)
     piece_ids: IntArray  # shape: (n_pieces,)
     first_piece: IntArray  # shape: (n_words,) index into piece_ids of each word's first piece
     blocks: list[tuple[int, int]]  # word ranges [a, b) windowed independently (scope)
 
+    @property
+    def n_words(self) -> int:
+        return len(self.begins)
+
+    def words(self, text: str) -> list[Token]:
+        """The words as tokens of ``text`` (the note this was encoded from)."""
+        return [Token(b, e, text[b:e]) for b, e in zip(self.begins.tolist(), self.ends.tolist(), strict=True)]
+
     def piece_bound(self, word: int) -> int:
         """First piece of ``word``; ``n_pieces`` for the position after the last word."""
-        return int(self.first_piece[word]) if word < len(self.words) else len(self.piece_ids)
+        return int(self.first_piece[word]) if word < self.n_words else len(self.piece_ids)
 
     def block_end(self, word_end: int) -> int:
         """End of the pieces of words [.., word_end): past the next word's first piece, and past
         the last word's first piece even when the two share it (a piece spanning the boundary)."""
         return max(self.piece_bound(word_end), int(self.first_piece[word_end - 1]) + 1)
+
+
+def align_pieces(
+    begins: IntArray, ends: IntArray, ids: IntArray, offsets: IntArray, unk: int
+) -> tuple[IntArray, IntArray]:
+    """(piece ids, first piece of each word) for words ``begins``/``ends`` and the sub-word pieces
+    the tokenizer made of the whole note (``ids``, character ``offsets`` (n, 2)).
+
+    A word's first piece is the first piece that ends after the word begins, when that piece starts
+    before the word ends; a piece spanning two words ("5mg" in some vocabularies) is thus shared.
+    A word no piece overlaps (the tokenizer dropped it: a control character, say) gets an ``unk``
+    piece of its own, inserted where the word is, so every word has a prediction. Pieces outside
+    every word stay where they are. All of it with sorted-array searches, no loop over words.
+    """
+    n_pieces = len(ids)
+    piece_starts, piece_ends = offsets[:, 0], offsets[:, 1]
+    if n_pieces and np.any(np.diff(piece_ends) < 0):
+        raise ValueError("the tokenizer's piece offsets are not in order; windows need them sorted")
+    first_candidate = np.searchsorted(piece_ends, begins, side="right")  # first piece ending after it
+    clipped = np.minimum(first_candidate, max(n_pieces - 1, 0))
+    overlaps = (
+        (first_candidate < n_pieces) & (piece_starts[clipped] < ends)
+        if n_pieces
+        else np.zeros(len(begins), bool)
+    )
+    insert_at = first_candidate[~overlaps]  # before which original piece each unk goes (sorted)
+    first = np.empty(len(begins), dtype=np.int64)
+    # A shared or own piece moves right by the unks inserted before (or at) it ...
+    first[overlaps] = first_candidate[overlaps] + np.searchsorted(
+        insert_at, first_candidate[overlaps], side="right"
+    )
+    # ... and the k-th unk lands k places after its insertion point.
+    first[~overlaps] = insert_at + np.arange(len(insert_at))
+    return np.insert(ids, insert_at, unk).astype(np.int64), first
 
 
 @dataclass(frozen=True)

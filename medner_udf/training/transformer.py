@@ -75,11 +75,10 @@ def build_training_data(
     by_doc: dict[str, list[Any]] = {}
     for s in sentences:
         by_doc.setdefault(s.doc_id, []).append(s)
-    for doc in docs:
-        note = tagger.encode(doc.text)
+    for doc, note in zip(docs, tagger.encode_notes([d.text for d in docs]), strict=True):
         lines = by_doc.get(doc.doc_id, [])
-        words = [t for s in lines for t in s.tokens]
-        if words != note.words:
+        words = [(t.begin, t.end) for s in lines for t in s.tokens]
+        if words != list(zip(note.begins.tolist(), note.ends.tolist(), strict=True)):
             raise ValueError(f"document {doc.doc_id}: its segments do not partition the note's words")
         if not words:
             continue
@@ -120,7 +119,7 @@ class TransformerAdapter(TrainingAdapter[Window]):
         self.data, flattening = build_training_data(
             tagger, train_docs, data.max_segment_tokens, data.pack_lines, data.overlap_policy
         )
-        stats = {"train_tokens": sum(len(n.words) for n in self.data.notes), "flattening": flattening}
+        stats = {"train_tokens": sum(n.n_words for n in self.data.notes), "flattening": flattening}
         return Prepared(tagger, list(self.data.windows), stats)
 
     def example_length(self, example: Window) -> int:

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from pathlib import Path
+
+from medner_udf.corpus.maccrobat import Document, read_corpus
 
 
 def _rank(seed: int, doc_id: str) -> bytes:
@@ -57,3 +60,16 @@ def random_split(
     dev = sorted(order[n_test : n_test + n_dev])
     train = sorted(order[n_test + n_dev :])
     return train, dev, test
+
+
+def split_documents(root: Path | str, split: str) -> tuple[list[Document], list[Document], list[Document]]:
+    """(train, dev, test) documents of a named split: ``dice`` (the published 160/20/20 split) or
+    ``random-<seed>`` (``random_split`` over every document of the corpus)."""
+    if split == "dice":
+        return read_corpus(root, "train"), read_corpus(root, "dev"), read_corpus(root, "test")
+    prefix, _, seed = split.partition("-")
+    if prefix != "random" or not seed.isdigit():
+        raise ValueError(f"split must be 'dice' or 'random-<seed>', got {split!r}")
+    docs = {d.doc_id: d for d in read_corpus(root, "all")}
+    train, dev, test = random_split(docs, int(seed))
+    return [docs[i] for i in train], [docs[i] for i in dev], [docs[i] for i in test]

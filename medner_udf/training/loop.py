@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from medner_udf.corpus.maccrobat import Document, corpus_path, read_corpus
+from medner_udf.corpus.maccrobat import Document, corpus_path
+from medner_udf.corpus.splits import split_documents
 from medner_udf.evaluation.scoring import score_spans
 from medner_udf.progress import Progress, quiet_library_progress
 from medner_udf.taggers.artifact import CARD_FILE, new_version
@@ -80,16 +81,13 @@ def bucketed_batches(
     return batches
 
 
-def read_split(settings: TrainSettings) -> tuple[Path, list[Document], list[Document]]:
-    """(corpus folder, train documents, dev documents) of the run's split, limited as asked."""
-    root = corpus_path(settings.data.corpus)
-    if settings.data.split != "dice":
-        raise NotImplementedError(f"split {settings.data.split!r} is not wired yet")
-    train_docs = read_corpus(root, "train")[: settings.data.train_docs]
-    dev_docs = read_corpus(root, "dev")[: settings.data.dev_docs]
+def read_split(settings: TrainSettings) -> tuple[list[Document], list[Document], list[Document]]:
+    """(train, dev, test) documents of the run's split, train and dev limited as asked."""
+    train, dev, test = split_documents(corpus_path(settings.data.corpus), settings.data.split)
+    train_docs, dev_docs = train[: settings.data.train_docs], dev[: settings.data.dev_docs]
     if not train_docs or not dev_docs:
         raise ValueError(f"need train and dev documents; got {len(train_docs)} and {len(dev_docs)}")
-    return root, train_docs, dev_docs
+    return train_docs, dev_docs, test
 
 
 def make_optimizer(groups: list[dict[str, Any]], optim: OptimSettings) -> torch.optim.Optimizer:
@@ -159,7 +157,7 @@ def train(settings: TrainSettings) -> TrainResult:
         torch.set_num_threads(run.num_threads)
     device = torch.device(run.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     adapter: TrainingAdapter[Any] = ADAPTERS.get(settings.kind)(settings, device)
-    root, train_docs, dev_docs = read_split(settings)
+    train_docs, dev_docs, test_docs = read_split(settings)
     tags = tag_set(sorted({m.label for d in train_docs for m in d.mentions}))
     version = run.version or new_version()
     prepared = adapter.prepare(train_docs, tags, version)
@@ -254,6 +252,8 @@ def train(settings: TrainSettings) -> TrainResult:
             "split": _split_description(settings.data.split),
             "train_docs": len(train_docs),
             "dev_docs": len(dev_docs),
+            "dev_ids": [d.doc_id for d in dev_docs],
+            "test_ids": [d.doc_id for d in test_docs],
             "train_examples": len(examples),
             **prepared.stats,
         },
@@ -266,7 +266,6 @@ def train(settings: TrainSettings) -> TrainResult:
         "dev": score_spans(dev_gold, predict_spans(tagger, dev_docs)).to_dict(),
     }
     if run.evaluate_test:
-        test_docs = read_corpus(root, "test")
         metrics["test"] = score_spans(gold_spans(test_docs), predict_spans(tagger, test_docs)).to_dict()
     tagger.metrics = metrics
     artifact_dir = tagger.save(Path(run.output_dir) / run.name / version)

@@ -9,9 +9,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from medner_udf.corpus.maccrobat import Document, read_corpus
+from medner_udf.text.types import Span
 
 if TYPE_CHECKING:  # the Airflow venv runs the DAG test with this conftest and without torch
+    import numpy as np
     from fake_taggers import RecordingArtifact
+
+    from medner_udf.taggers.bilstm import BiLstmCnnCrfTagger
 
 # The corpus lives beside every checkout (never inside it); tests that need it skip when it is absent.
 _CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "maccrobat" / "MACCROBAT2020"
@@ -208,3 +212,110 @@ def _one_torch_thread() -> None:
     except ImportError:  # the Airflow environment runs the DAG test without torch
         return
     torch.set_num_threads(1)
+
+
+# A tiny BiLSTM-CNN-CRF fitted on four hand-made notes: the tagger and ensemble tests build on it.
+TINY_NER_NOTES = [
+    "A 45-year-old man presented with chest pain.",
+    "She was given aspirin 81 mg daily.",
+    "CT of the abdomen showed a 3 cm mass.",
+    "Chest pain resolved after aspirin.",
+]
+
+
+def _spans(text: str, *pieces: tuple[str, str]) -> tuple[Span, ...]:
+    out = []
+    for surface, label in pieces:
+        begin = text.index(surface)
+        out.append(Span(begin, begin + len(surface), label))
+    return tuple(out)
+
+
+TINY_NER_DOCS = [
+    Document(
+        "d1",
+        TINY_NER_NOTES[0],
+        _spans(TINY_NER_NOTES[0], ("45-year-old", "Age"), ("man", "Sex"), ("chest pain", "Sign_symptom")),
+    ),
+    Document(
+        "d2",
+        TINY_NER_NOTES[1],
+        _spans(TINY_NER_NOTES[1], ("aspirin", "Medication"), ("81 mg", "Dosage"), ("daily", "Frequency")),
+    ),
+    Document(
+        "d3",
+        TINY_NER_NOTES[2],
+        _spans(
+            TINY_NER_NOTES[2],
+            ("CT", "Diagnostic_procedure"),
+            ("abdomen", "Biological_structure"),
+            ("3 cm", "Distance"),
+            ("mass", "Sign_symptom"),
+        ),
+    ),
+    Document(
+        "d4",
+        TINY_NER_NOTES[3],
+        _spans(TINY_NER_NOTES[3], ("Chest pain", "Sign_symptom"), ("aspirin", "Medication")),
+    ),
+]
+
+
+def fake_glove(dim: int = 8) -> tuple[list[str], np.ndarray]:
+    import numpy as np
+
+    words = ["the", "man", "pain", "chest", "of", "aspirin", "daily", "mass", "unseen"]
+    rng = np.random.default_rng(0)
+    return words, rng.normal(0, 0.5, (len(words), dim)).astype(np.float32)
+
+
+def train_tiny_bilstm(epochs: int = 60, seed: int = 0) -> BiLstmCnnCrfTagger:
+    """A tiny BiLSTM-CNN-CRF fitted to ``TINY_NER_DOCS`` (fake 8-d GloVe), for tests of the tagger kinds."""
+    import random
+
+    import torch
+
+    from medner_udf.corpus.dataset import to_sentences
+    from medner_udf.models.bilstm_cnn_crf import BiLstmCnnCrfConfig
+    from medner_udf.taggers.bilstm import BiLstmCnnCrfTagger
+    from medner_udf.text.scheme import tag_set
+
+    torch.manual_seed(seed)
+    random.seed(seed)
+    sentences, _ = to_sentences(TINY_NER_DOCS)
+    tags = tag_set(sorted({m.label for d in TINY_NER_DOCS for m in d.mentions}))
+    words, vectors = fake_glove()
+    tagger = BiLstmCnnCrfTagger.create(
+        "test-model", "v1", tags, [s.tokens for s in sentences], words, vectors,
+        BiLstmCnnCrfConfig(lstm_hidden=32, char_filters=16, char_dim=8, dropout=0.0),
+    )  # fmt: skip
+    opt = torch.optim.Adam([p for p in tagger.net.parameters() if p.requires_grad], lr=0.02)
+    tagger.net.train()
+    enc = tagger.encode([s.tokens for s in sentences])
+    gold = tagger.encode_tags([s.tags for s in sentences])
+    for _ in range(epochs):
+        opt.zero_grad()
+        _, loss = tagger.net(enc.words, enc.tuned, enc.chars, enc.mask, gold)
+        assert loss is not None
+        loss.backward()
+        opt.step()
+    tagger.net.eval()
+    return tagger
+
+
+@pytest.fixture(scope="session", name="fake_glove")
+def _fake_glove_fixture() -> tuple[list[str], np.ndarray]:
+    """A 9-word, 8-dimensional stand-in for GloVe (the tiny BiLSTM's pretrained vectors)."""
+    return fake_glove()
+
+
+@pytest.fixture(scope="session")
+def tiny_ner_docs() -> list[Document]:
+    """The four hand-made notes ``train_tiny_bilstm`` fits, with their gold mentions."""
+    return list(TINY_NER_DOCS)
+
+
+@pytest.fixture(scope="session", name="train_tiny_bilstm")
+def _train_tiny_bilstm_fixture() -> Callable[..., BiLstmCnnCrfTagger]:
+    """``train_tiny_bilstm(epochs=60, seed=0)``: a fresh tiny fitted BiLSTM-CNN-CRF each call."""
+    return train_tiny_bilstm

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,105 +12,38 @@ import torch
 
 from medner_udf.corpus.dataset import to_sentences
 from medner_udf.corpus.maccrobat import Document
-from medner_udf.models.bilstm_cnn_crf import BiLstmCnnCrfConfig
 from medner_udf.taggers.artifact import ArtifactError
 from medner_udf.taggers.base import load_tagger
 from medner_udf.taggers.bilstm import BiLstmCnnCrfTagger
 from medner_udf.text.scheme import tag_set
-from medner_udf.text.types import Span
-
-NOTES = [
-    "A 45-year-old man presented with chest pain.",
-    "She was given aspirin 81 mg daily.",
-    "CT of the abdomen showed a 3 cm mass.",
-    "Chest pain resolved after aspirin.",
-]
-
-
-def _spans(text: str, *pieces: tuple[str, str]) -> tuple[Span, ...]:
-    out = []
-    for surface, label in pieces:
-        begin = text.index(surface)
-        out.append(Span(begin, begin + len(surface), label))
-    return tuple(out)
-
-
-DOCS = [
-    Document(
-        "d1",
-        NOTES[0],
-        _spans(NOTES[0], ("45-year-old", "Age"), ("man", "Sex"), ("chest pain", "Sign_symptom")),
-    ),
-    Document(
-        "d2",
-        NOTES[1],
-        _spans(NOTES[1], ("aspirin", "Medication"), ("81 mg", "Dosage"), ("daily", "Frequency")),
-    ),
-    Document(
-        "d3",
-        NOTES[2],
-        _spans(
-            NOTES[2],
-            ("CT", "Diagnostic_procedure"),
-            ("abdomen", "Biological_structure"),
-            ("3 cm", "Distance"),
-            ("mass", "Sign_symptom"),
-        ),
-    ),
-    Document("d4", NOTES[3], _spans(NOTES[3], ("Chest pain", "Sign_symptom"), ("aspirin", "Medication"))),
-]
-
-
-def _fake_glove(dim: int = 8) -> tuple[list[str], np.ndarray]:
-    words = ["the", "man", "pain", "chest", "of", "aspirin", "daily", "mass", "unseen"]
-    rng = np.random.default_rng(0)
-    return words, rng.normal(0, 0.5, (len(words), dim)).astype(np.float32)
-
-
-def _train(epochs: int = 60, seed: int = 0) -> BiLstmCnnCrfTagger:
-    torch.manual_seed(seed)
-    random.seed(seed)
-    sentences, _ = to_sentences(DOCS)
-    tags = tag_set(sorted({m.label for d in DOCS for m in d.mentions}))
-    words, vectors = _fake_glove()
-    tagger = BiLstmCnnCrfTagger.create(
-        "test-model", "v1", tags, [s.tokens for s in sentences], words, vectors,
-        BiLstmCnnCrfConfig(lstm_hidden=32, char_filters=16, char_dim=8, dropout=0.0),
-    )  # fmt: skip
-    opt = torch.optim.Adam([p for p in tagger.net.parameters() if p.requires_grad], lr=0.02)
-    tagger.net.train()
-    enc = tagger.encode([s.tokens for s in sentences])
-    gold = tagger.encode_tags([s.tags for s in sentences])
-    for _ in range(epochs):
-        opt.zero_grad()
-        _, loss = tagger.net(enc.words, enc.tuned, enc.chars, enc.mask, gold)
-        assert loss is not None
-        loss.backward()
-        opt.step()
-    tagger.net.eval()
-    return tagger
 
 
 @pytest.fixture(scope="module")
-def trained() -> BiLstmCnnCrfTagger:
-    return _train()
+def trained(train_tiny_bilstm: Callable[..., BiLstmCnnCrfTagger]) -> BiLstmCnnCrfTagger:
+    return train_tiny_bilstm()
 
 
-def test_bilstm_overfits_a_few_notes(trained: BiLstmCnnCrfTagger) -> None:
-    predicted = trained.tag(NOTES)
-    for doc, entities in zip(DOCS, predicted, strict=True):
+def test_bilstm_overfits_a_few_notes(trained: BiLstmCnnCrfTagger, tiny_ner_docs: list[Document]) -> None:
+    docs = tiny_ner_docs
+    notes = [d.text for d in docs]
+    predicted = trained.tag(notes)
+    for doc, entities in zip(docs, predicted, strict=True):
         assert {e.span for e in entities} == set(doc.mentions)
         for e in entities:
             assert doc.text[e.begin : e.end] == e.text
             assert 0.5 < e.score <= 1.0
 
 
-def test_bilstm_save_load_identical_predictions(trained: BiLstmCnnCrfTagger, tmp_path: Path) -> None:
+def test_bilstm_save_load_identical_predictions(
+    trained: BiLstmCnnCrfTagger, tmp_path: Path, tiny_ner_docs: list[Document]
+) -> None:
+    docs = tiny_ner_docs
+    notes = [d.text for d in docs]
     trained.save(tmp_path / "artifact")
     loaded = load_tagger(tmp_path / "artifact", device="cpu")
     assert isinstance(loaded, BiLstmCnnCrfTagger)
-    before = trained.tag(NOTES)
-    after = loaded.tag(NOTES)
+    before = trained.tag(notes)
+    after = loaded.tag(notes)
     assert [[e.span for e in ents] for ents in before] == [[e.span for e in ents] for ents in after]
     for b_ents, a_ents in zip(before, after, strict=True):
         for b, a in zip(b_ents, a_ents, strict=True):
@@ -120,8 +53,12 @@ def test_bilstm_save_load_identical_predictions(trained: BiLstmCnnCrfTagger, tmp
     assert names == ["artifact.json", "config.json", "model.safetensors", "vocab.json"]
 
 
-def test_bilstm_batched_equals_one_at_a_time(trained: BiLstmCnnCrfTagger) -> None:
-    texts = [*NOTES, "", "   \n ", "Chest pain.\nAspirin daily.\r\nCT of the abdomen."]
+def test_bilstm_batched_equals_one_at_a_time(
+    trained: BiLstmCnnCrfTagger, tiny_ner_docs: list[Document]
+) -> None:
+    docs = tiny_ner_docs
+    notes = [d.text for d in docs]
+    texts = [*notes, "", "   \n ", "Chest pain.\nAspirin daily.\r\nCT of the abdomen."]
     batched = trained.tag(texts, batch_size=3)
     single = [trained.tag([t], batch_size=1)[0] for t in texts]
     assert [[e.span for e in x] for x in batched] == [[e.span for e in x] for x in single]
@@ -194,13 +131,16 @@ def test_bilstm_layer_matches_packed_bidirectional_lstm(layers: int) -> None:
     torch.testing.assert_close(got[mask], want[mask], atol=1e-6, rtol=1e-5)
 
 
-def test_bilstm_training_words_beyond_the_glove_cut_keep_their_vectors() -> None:
+def test_bilstm_training_words_beyond_the_glove_cut_keep_their_vectors(
+    tiny_ner_docs: list[Document], fake_glove: tuple[list[str], np.ndarray]
+) -> None:
     """The artifact keeps the first ``glove_limit`` GloVe rows plus every training word GloVe knows
     further down the list, with that word's own vector; rarer GloVe words that are not training
     words stay out."""
-    words, vectors = _fake_glove()  # the, man, pain, chest, of, aspirin, daily, mass, unseen
-    sentences, _ = to_sentences(DOCS)
-    tags = tag_set(sorted({m.label for d in DOCS for m in d.mentions}))
+    docs = tiny_ner_docs
+    words, vectors = fake_glove  # the, man, pain, chest, of, aspirin, daily, mass, unseen
+    sentences, _ = to_sentences(docs)
+    tags = tag_set(sorted({m.label for d in docs for m in d.mentions}))
     tagger = BiLstmCnnCrfTagger.create(
         "m", "v", tags, [s.tokens for s in sentences], words, vectors, glove_limit=3
     )
@@ -212,13 +152,17 @@ def test_bilstm_training_words_beyond_the_glove_cut_keep_their_vectors() -> None
     assert tagger.words.get("unseen") == 1  # beyond the cut and not a training word
 
 
-def test_bilstm_array_inference_equals_the_token_by_token_encoding(trained: BiLstmCnnCrfTagger) -> None:
+def test_bilstm_array_inference_equals_the_token_by_token_encoding(
+    trained: BiLstmCnnCrfTagger, tiny_ner_docs: list[Document]
+) -> None:
+    docs = tiny_ner_docs
+    notes = [d.text for d in docs]
     # Inference encodes every note of a call at once from code-point arrays; training encodes
     # segments token by token (encode). The network must see the same ids either way.
     from medner_udf.taggers.neural import EmissionBatch
 
     texts = [
-        *NOTES,
+        *notes,
         "",
         "  \n ",
         "Supercalifragilisticexpialidocious-antidisestablishmentarianism 5mg\r\nµg ≥ 10\U0001f600 ok",

@@ -187,6 +187,50 @@ def evaluate_cmd(
     click.echo(f"report written to {out}")
 
 
+@main.command("ensemble")
+@click.option(
+    "--member", "members", multiple=True, required=True, type=click.Path(path_type=Path),
+    help="A trained CRF tagger artifact (give two or more).",
+)  # fmt: skip
+@click.option("--name", required=True, help="Name of the ensemble artifact.")
+@click.option("--version", default=None, help="Version (default: UTC time).")
+@click.option("--weights", default=None, help="Comma-separated member weights (default: chosen on dev).")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("models"), show_default=True)
+@click.option("--corpus", type=click.Path(path_type=Path), help="MACCROBAT2020 folder.")
+def ensemble_cmd(
+    members: tuple[Path, ...],
+    name: str,
+    version: str | None,
+    weights: str | None,
+    output_dir: Path,
+    corpus: Path | None,
+) -> None:
+    """Combine trained taggers into one ensemble artifact: their CRF potentials summed with weights
+    chosen on dev (or given), test scored once."""
+    from medner_udf.training.ensemble import build_ensemble
+
+    if len(members) < 2:
+        raise click.UsageError("give two or more --member artifacts")
+    try:
+        chosen = [float(w) for w in weights.split(",")] if weights else None
+    except ValueError as exc:
+        raise click.UsageError(f"--weights must be comma-separated numbers, got {weights!r}") from exc
+    if chosen is not None and len(chosen) != len(members):
+        raise click.UsageError(f"--weights has {len(chosen)} values for {len(members)} members")
+    result = build_ensemble(
+        members, name=name, version=version, weights=chosen, output_dir=output_dir, corpus=corpus
+    )
+    m = result.metrics
+    summary = {
+        "artifact": str(result.artifact_dir),
+        "weights": m["weights"],
+        "dev_strict_f1": m["dev"]["strict"]["f1"],
+    }
+    if "test" in m:
+        summary["test_strict_f1"] = m["test"]["strict"]["f1"]
+    click.echo(json.dumps(summary, indent=2))
+
+
 main.add_command(extract_cmd)
 main.add_command(sql_cmd)
 main.add_command(demo_cmd)

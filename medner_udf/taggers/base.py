@@ -39,6 +39,7 @@ BUILTIN_MODULES = (
     "medner_udf.taggers.bilstm",
     "medner_udf.taggers.transformer",
     "medner_udf.taggers.gazetteer",
+    "medner_udf.taggers.ensemble",
 )
 TAGGERS: Registry[type[Tagger]] = Registry(
     "tagger", BUILTIN_MODULES, env="MEDNER_TAGGER_MODULES", group="medner.taggers"

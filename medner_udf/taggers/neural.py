@@ -47,6 +47,7 @@ from medner_udf.taggers.artifact import (
     write_json,
 )
 from medner_udf.taggers.base import Tagger, check_batch_size, check_texts, default_device
+from medner_udf.text.tokens import token_bounds
 from medner_udf.text.types import Entity
 
 ItemT = TypeVar("ItemT")
@@ -137,6 +138,23 @@ class NeuralTagger(Tagger):
                 for note, entities in zip(batch.notes, self.decode_batch(notes, batch), strict=True):
                     results[note].extend(entities)
         return [sort_entities(r) for r in results]
+
+    def note_emissions(self, texts: Sequence[str], batch_size: int | None = None) -> list[Tensor]:
+        """Each note's word emissions, (n_words, num_tags) in float32 on the CPU, words in note
+        order (``tokenize``'s): what an ensemble combines and a student is distilled from."""
+        notes = check_texts(texts)
+        size = check_batch_size(batch_size, self.default_batch_size)
+        starts = [token_bounds(text)[0] for text in notes]
+        out = [torch.zeros((len(s), self.net.num_tags)) for s in starts]
+        self.net.eval()
+        with torch.inference_mode():
+            for batch in self.emission_batches(notes, size):
+                emissions = batch.emissions.float().cpu()
+                lengths = batch.mask.sum(dim=1).tolist()
+                for b, (note, n) in enumerate(zip(batch.notes, lengths, strict=True)):
+                    words = np.searchsorted(starts[note], batch.begins[b, :n])
+                    out[note][torch.from_numpy(words)] = emissions[b, :n]
+        return out
 
     def decode_batch(self, texts: Sequence[str], batch: EmissionBatch) -> list[list[Entity]]:
         """Entities of each row of ``batch`` (see the module doc, step 3)."""

@@ -54,14 +54,22 @@ def model_card(metrics: dict[str, Any], architecture: Sequence[str]) -> str:
         f"stopped: {metrics['stop_reason']}; {metrics['train_minutes']} minutes on {metrics['device']}"
         + (" (bf16 autocast)" if metrics.get("bf16_autocast") else "")
         + ".",
+    ]
+    return "\n".join(lines + scores_and_limits(dev, test, chosen="the epoch")) + "\n"
+
+
+def scores_and_limits(dev: dict[str, Any] | None, test: dict[str, Any] | None, chosen: str) -> list[str]:
+    """The card's closing sections, the same for every kind of artifact."""
+    lines = [
         "",
-        "## Scores (entity level, exact begin/end/label; dev chose the epoch, test was not used to choose)",
+        f"## Scores (entity level, exact begin/end/label; dev chose {chosen}, test was not used to choose)",
         f"- dev strict micro F1: {_fmt(dev, 'strict')}; relaxed F1: {_fmt(dev, 'relaxed')}",
         f"- test strict micro F1: {_fmt(test, 'strict')}; relaxed F1: {_fmt(test, 'relaxed')}",
     ]
     if test:
         lines.append(f"- test macro F1: {test['macro_f1']:.4f}")
-    lines += [
+    return [
+        *lines,
         "",
         "## Intended use and limits",
         "Research and warehouse analytics on clinical case-report-like text. Not a medical device; "
@@ -69,4 +77,3 @@ def model_card(metrics: dict[str, Any], architecture: Sequence[str]) -> str:
         "gold mentions cannot be represented. Trained on 160 case reports, so expect lower accuracy on "
         "other note types.",
     ]
-    return "\n".join(lines) + "\n"

@@ -145,7 +145,7 @@ def run_train(
         "dev_strict_f1": metrics.get("dev", {}).get("strict", {}).get("f1"),
     }
     if "test" in metrics:
-        summary["test_strict_f1"] = metrics["test"]["strict"]["f1"]
+        summary["test_strict_f1"] = metrics["test"].get("strict", {}).get("f1")
     return summary
 
 

@@ -47,8 +47,7 @@ class AssertionClassifier(ClinicalModel):
     def probabilities(self, text: str, mentions: Sequence[Mention]) -> np.ndarray:
         """(n_mentions, n_classes) class probabilities of one note's mentions."""
         note = Note.build(text, mentions, self.words, self.labels)
-        rows, keys = assertion_features(note, self.config).arrays()
-        return self.linear.probabilities(rows, keys, note.n_mentions)
+        return self.linear.probabilities(assertion_features(note, self.config))
 
     def classify(self, texts: Sequence[str], entities: Sequence[Sequence[Mention]]) -> list[list[Assertion]]:
         """The assertion of every mention of every note, in the order given."""

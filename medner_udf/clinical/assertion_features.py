@@ -48,46 +48,41 @@ def _window(note: Note, anchor: IntArray, size: int, step: int) -> tuple[IntArra
 
 def assertion_features(note: Note, spec: AssertionFeatures) -> FeatureRows:
     """One feature row per mention of ``note``."""
-    out = FeatureRows()
+    out = FeatureRows(note.n_mentions)
     m = note.n_mentions
     if m == 0 or len(note.words) == 0:
         return out
-    rows = np.arange(m, dtype=np.int64)[:, None]
     label = note.labels[:, None]
     words = note.words
-    out.add(rows, compose(1, (label, LABEL_BITS)))
+    out.add(compose(1, (label, LABEL_BITS)))
 
     left, left_dist, left_ok = _window(note, note.first, spec.left_window, -1)
     right, right_dist, right_ok = _window(note, note.last - 1, spec.right_window, +1)
-    out.add(rows, compose(2, (words[left], WORD_BITS)), left_ok)
+    out.add(compose(2, (words[left], WORD_BITS)), left_ok)
+    out.add(compose(3, (words[left], WORD_BITS), (bucket(left_dist, _DISTANCE_EDGES), DIST_BITS)), left_ok)
+    out.add(compose(4, (words[right], WORD_BITS)), right_ok)
     out.add(
-        rows, compose(3, (words[left], WORD_BITS), (bucket(left_dist, _DISTANCE_EDGES), DIST_BITS)), left_ok
-    )
-    out.add(rows, compose(4, (words[right], WORD_BITS)), right_ok)
-    out.add(
-        rows,
         compose(5, (words[right], WORD_BITS), (bucket(right_dist, _DISTANCE_EDGES), DIST_BITS)),
         right_ok,
     )
     # Left bigrams (w[-k-1], w[-k]): "negative for", "ruled out", "no evidence".
     bigram_ok = left_ok[:, 1:] & left_ok[:, :-1]
-    out.add(rows, compose(6, (words[left[:, 1:]], WORD_BITS), (words[left[:, :-1]], WORD_BITS)), bigram_ok)
+    out.add(compose(6, (words[left[:, 1:]], WORD_BITS), (words[left[:, :-1]], WORD_BITS)), bigram_ok)
     right_bigram_ok = right_ok[:, 1:] & right_ok[:, :-1]
     out.add(
-        rows,
         compose(7, (words[right[:, :-1]], WORD_BITS), (words[right[:, 1:]], WORD_BITS)),
         right_bigram_ok,
     )
     near = spec.label_window
-    out.add(rows, compose(8, (words[left[:, :near]], WORD_BITS), (label, LABEL_BITS)), left_ok[:, :near])
+    out.add(compose(8, (words[left[:, :near]], WORD_BITS), (label, LABEL_BITS)), left_ok[:, :near])
     # The mention's own words, and its first word with its label.
     inside = note.first[:, None] + np.arange(_MENTION_WORDS, dtype=np.int64)[None, :]
     inside_ok = inside < note.last[:, None]
     inside = np.minimum(inside, len(words) - 1)
-    out.add(rows, compose(9, (words[inside], WORD_BITS)), inside_ok)
-    out.add(rows, compose(10, (words[note.first][:, None], WORD_BITS), (label, LABEL_BITS)))
+    out.add(compose(9, (words[inside], WORD_BITS)), inside_ok)
+    out.add(compose(10, (words[note.first][:, None], WORD_BITS), (label, LABEL_BITS)))
     # The sentence's first word ("No", "Negative", "Possible") and whether the mention starts it.
     starts = np.searchsorted(note.sentence, note.sentence[note.first], side="left")
     at_start = (note.first == starts).astype(np.int64)[:, None]
-    out.add(rows, compose(11, (words[starts][:, None], WORD_BITS), (at_start, 1)))
+    out.add(compose(11, (words[starts][:, None], WORD_BITS), (at_start, 1)))
     return out

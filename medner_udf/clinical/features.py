@@ -28,6 +28,9 @@ BoolArray = npt.NDArray[np.bool_]
 PAD, UNK = 0, 1
 _TEMPLATE_SHIFT = 56  # bits 56-62 hold the template id; fields fill bits 0-55
 _DIGITS = re.compile(r"\d")
+_LINE_BREAK = re.compile(r"\n|\r")
+# A sentence stop: . ! or ? then spaces and a capital letter on the same line ("... fever. CT showed").
+_SENTENCE_STOP = re.compile(r"[.!?][ \t]+(?=[A-Z])")
 
 
 class Mention(Protocol):
@@ -90,14 +93,14 @@ class Note:
         begins = np.fromiter((t.begin for t in tokens), dtype=np.int64, count=len(tokens))
         ends = np.fromiter((t.end for t in tokens), dtype=np.int64, count=len(tokens))
         word_ids = words.ids(word_form(t.text) for t in tokens)
-        breaks = np.fromiter((m.start() for m in re.finditer(r"\n|\r", text)), dtype=np.int64)
-        line = np.searchsorted(breaks, begins)
+        breaks = np.fromiter((m.start() for m in _LINE_BREAK.finditer(text)), dtype=np.int64)
+        stops = np.fromiter((m.end() for m in _SENTENCE_STOP.finditer(text)), dtype=np.int64)
+        # Token i starts a sentence when a line break or a sentence stop lies between it and token i-1.
         new_sentence = np.zeros(len(tokens), dtype=np.int64)
         if len(tokens) > 1:
-            new_sentence[1:] = line[1:] != line[:-1]
-            for i in range(1, len(tokens)):
-                if tokens[i - 1].text in ".!?" and tokens[i].text[:1].isupper() and not new_sentence[i]:
-                    new_sentence[i] = 1
+            line = np.searchsorted(breaks, begins)
+            after_stop = np.searchsorted(stops, begins, side="right")
+            new_sentence[1:] = (line[1:] != line[:-1]) | (after_stop[1:] != after_stop[:-1])
         m_begin = np.fromiter((m.begin for m in mentions), dtype=np.int64, count=len(mentions))
         m_end = np.fromiter((m.end for m in mentions), dtype=np.int64, count=len(mentions))
         # A mention covers the tokens it overlaps (partial tokens included), at least one.
@@ -137,23 +140,36 @@ def compose(template: int, *fields: tuple[IntArray | int, int]) -> IntArray:
 
 
 class FeatureRows:
-    """Sparse rows under construction: (row, key) pairs added template by template."""
+    """The features of ``n_rows`` rows (mentions or pairs), template by template: each template adds
+    a block of keys of shape (n_rows, k) with a mask of the ones that exist (a window cut short by
+    the sentence end, a gap shorter than the template looks at). Blocks keep scoring dense: no
+    scatter, one gather and a sum per row."""
 
-    def __init__(self) -> None:
-        self._rows: list[IntArray] = []
+    def __init__(self, n_rows: int) -> None:
+        self.n_rows = n_rows
         self._keys: list[IntArray] = []
+        self._valid: list[BoolArray] = []
 
-    def add(self, rows: IntArray, keys: IntArray, valid: BoolArray | None = None) -> None:
-        rows, keys = np.broadcast_arrays(np.asarray(rows, dtype=np.int64), np.asarray(keys, dtype=np.int64))
-        if valid is not None:
-            rows, keys = rows[valid], keys[valid]
-        self._rows.append(rows.ravel())
-        self._keys.append(keys.ravel())
+    def add(self, keys: IntArray, valid: BoolArray | None = None) -> None:
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys.ndim == 1:
+            keys = keys[:, None]
+        keys = np.broadcast_to(keys, (self.n_rows, keys.shape[1]))
+        mask = np.ones(keys.shape, dtype=bool) if valid is None else np.broadcast_to(valid, keys.shape)
+        self._keys.append(keys)
+        self._valid.append(mask)
+
+    def block(self) -> tuple[IntArray, BoolArray]:
+        """All templates side by side: keys and mask of shape (n_rows, total k)."""
+        if not self._keys:
+            return np.zeros((self.n_rows, 0), dtype=np.int64), np.zeros((self.n_rows, 0), dtype=bool)
+        return np.concatenate(self._keys, axis=1), np.concatenate(self._valid, axis=1)
 
     def arrays(self) -> tuple[IntArray, IntArray]:
-        if not self._rows:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate(self._rows), np.concatenate(self._keys)
+        """(row, key) pairs of the features that exist (a sparse matrix's coordinates)."""
+        keys, valid = self.block()
+        rows = np.broadcast_to(np.arange(self.n_rows, dtype=np.int64)[:, None], keys.shape)
+        return rows[valid], keys[valid]
 
 
 class FeatureIndex:
@@ -203,10 +219,18 @@ class LinearModel:
                 f"weights have shape {self.weights.shape}, expected ({len(self.index)}, {len(self.bias)})"
             )
 
-    def probabilities(self, rows: IntArray, keys: IntArray, n_rows: int) -> FloatArray:
-        """(n_rows, n_classes) class probabilities of rows given as (row, key) pairs."""
-        cols = self.index.columns(keys)
+    def probabilities(self, features: FeatureRows) -> FloatArray:
+        """(n_rows, n_classes) class probabilities of the rows of ``features``."""
+        keys, valid = features.block()
+        n_rows = keys.shape[0]
+        # Row-major order keeps each row's features together, so per-row sums are one reduceat over
+        # the known features' weights (no scatter).
+        row_of = np.repeat(np.arange(n_rows, dtype=np.int64), valid.sum(axis=1))
+        cols = self.index.columns(keys[valid])
         known = cols >= 0
-        scores = np.tile(self.bias.astype(np.float64), (n_rows, 1))
-        np.add.at(scores, rows[known], self.weights[cols[known]])
-        return softmax(scores)
+        row_of, cols = row_of[known], cols[known]
+        scores = np.zeros((n_rows, len(self.bias)), dtype=np.float64)
+        if len(cols):
+            starts = np.flatnonzero(np.r_[True, row_of[1:] != row_of[:-1]])
+            scores[row_of[starts]] = np.add.reduceat(self.weights[cols], starts, axis=0, dtype=np.float64)
+        return softmax(scores + self.bias)

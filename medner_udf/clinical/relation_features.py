@@ -34,10 +34,10 @@ _SENTENCE_EDGES = (0, 1, 2)
 class RelationConfig:
     """Candidate pruning, feature sizes and decoding (stored in the artifact's config)."""
 
-    max_candidates: int = 20  # pairs per mention (with later mentions), at most
+    max_candidates: int = 8  # pairs per mention (with later mentions), at most
     scan: int = 60  # mentions looked at after each mention, at most
     max_sentence_gap: int = 3
-    between_words: int = 10  # words between the pair that become features (the nearest to each end)
+    between_words: int = 3  # words between the pair that become features (the nearest to each end)
     between_labels: int = 6
     # Decoding (chosen on dev, docs/clinical.md): a pair gets its best relation class when
     # P(NONE) < none_threshold; and each mention's best MODIFY head is kept when its probability
@@ -100,26 +100,25 @@ def compatibility(n_labels: int, pairs: Collection[tuple[int, int]]) -> npt.NDAr
 
 def relation_features(note: Note, a: IntArray, b: IntArray, spec: RelationConfig) -> FeatureRows:
     """One feature row per candidate pair (a[k], b[k])."""
-    out = FeatureRows()
+    out = FeatureRows(len(a))
     p = len(a)
     if p == 0:
         return out
-    rows = np.arange(p, dtype=np.int64)[:, None]
     words, labels = note.words, note.labels
     n_tokens = len(words)
     la, lb = labels[a][:, None], labels[b][:, None]
     pair = (la, LABEL_BITS), (lb, LABEL_BITS)
-    out.add(rows, compose(1, *pair))
+    out.add(compose(1, *pair))
 
     order = text_order(note)
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order), dtype=np.int64)
     rank_gap = (rank[b] - rank[a])[:, None]
-    out.add(rows, compose(2, *pair, (bucket(rank_gap, _RANK_EDGES), BUCKET_BITS)))
+    out.add(compose(2, *pair, (bucket(rank_gap, _RANK_EDGES), BUCKET_BITS)))
     token_gap = np.maximum(note.first[b] - note.last[a], -1)[:, None]
-    out.add(rows, compose(3, *pair, (bucket(token_gap + 1, _TOKEN_EDGES), BUCKET_BITS)))
+    out.add(compose(3, *pair, (bucket(token_gap + 1, _TOKEN_EDGES), BUCKET_BITS)))
     sentence_gap = (note.sentence[note.first[b]] - note.sentence[note.first[a]])[:, None]
-    out.add(rows, compose(4, *pair, (bucket(sentence_gap, _SENTENCE_EDGES), BUCKET_BITS)))
+    out.add(compose(4, *pair, (bucket(sentence_gap, _SENTENCE_EDGES), BUCKET_BITS)))
 
     # Mentions of each end's label strictly between the two (in text order): 0 means "nearest".
     n_labels = int(labels.max()) + 2 if len(labels) else 1
@@ -130,8 +129,8 @@ def relation_features(note: Note, a: IntArray, b: IntArray, spec: RelationConfig
     lo, hi = rank[a] + 1, rank[b]
     between_b = cum[hi, labels[b]] - cum[lo, labels[b]]
     between_a = cum[hi, labels[a]] - cum[lo, labels[a]]
-    out.add(rows, compose(5, *pair, (bucket(between_b[:, None], _COUNT_EDGES), 2), (0, 1)))
-    out.add(rows, compose(5, *pair, (bucket(between_a[:, None], _COUNT_EDGES), 2), (1, 1)))
+    out.add(compose(5, *pair, (bucket(between_b[:, None], _COUNT_EDGES), 2), (0, 1)))
+    out.add(compose(5, *pair, (bucket(between_a[:, None], _COUNT_EDGES), 2), (1, 1)))
 
     # How the spans sit: b inside a, a inside b, overlapping, adjacent or apart.
     fa, ea, fb, eb = note.first[a], note.last[a], note.first[b], note.last[b]
@@ -140,7 +139,7 @@ def relation_features(note: Note, a: IntArray, b: IntArray, spec: RelationConfig
         [0, 1, 2, 3],
         default=4,
     )[:, None]
-    out.add(rows, compose(6, *pair, (nesting, 3)))
+    out.add(compose(6, *pair, (nesting, 3)))
 
     # Words between: the nearest ``between_words`` to each end (all of them when the gap is short).
     k = np.arange(spec.between_words, dtype=np.int64)[None, :]
@@ -149,25 +148,25 @@ def relation_features(note: Note, a: IntArray, b: IntArray, spec: RelationConfig
     for template, pos in ((7, from_a), (8, from_b)):
         valid = (pos < fb[:, None]) & (pos >= ea[:, None]) & (pos >= 0) & (pos < n_tokens)
         w = words[np.clip(pos, 0, max(n_tokens - 1, 0))]
-        out.add(rows, compose(template, (w, WORD_BITS)), valid)
-        out.add(rows, compose(template + 2, *pair, (w, WORD_BITS)), valid & (k < 3))
+        out.add(compose(template, (w, WORD_BITS)), valid)
+        out.add(compose(template + 2, *pair, (w, WORD_BITS)), valid & (k < 3))
     first_between = words[np.clip(ea, 0, n_tokens - 1)][:, None]
-    out.add(rows, compose(11, *pair, (first_between, WORD_BITS)), (fb > ea)[:, None])
+    out.add(compose(11, *pair, (first_between, WORD_BITS)), (fb > ea)[:, None])
     last_between = words[np.clip(fb - 1, 0, n_tokens - 1)][:, None]
-    out.add(rows, compose(12, *pair, (last_between, WORD_BITS)), (fb > ea)[:, None])
+    out.add(compose(12, *pair, (last_between, WORD_BITS)), (fb > ea)[:, None])
 
     # Labels of the mentions between (the nearest ones to a).
     kk = np.arange(1, spec.between_labels + 1, dtype=np.int64)[None, :]
     mid = rank[a][:, None] + kk
     valid = mid < rank[b][:, None]
     mid_labels = ordered_labels[np.minimum(mid, len(order) - 1)]
-    out.add(rows, compose(13, *pair, (mid_labels, LABEL_BITS)), valid)
+    out.add(compose(13, *pair, (mid_labels, LABEL_BITS)), valid)
 
     # Words just outside the pair, and each mention's last word with the other's label.
     before = words[np.maximum(fa - 1, 0)][:, None]
     after = words[np.minimum(eb, n_tokens - 1)][:, None]
-    out.add(rows, compose(14, (la, LABEL_BITS), (before, WORD_BITS)), (fa > 0)[:, None])
-    out.add(rows, compose(15, (lb, LABEL_BITS), (after, WORD_BITS)), (eb < n_tokens)[:, None])
-    out.add(rows, compose(16, (lb, LABEL_BITS), (words[ea - 1][:, None], WORD_BITS), (0, 1)))
-    out.add(rows, compose(16, (la, LABEL_BITS), (words[eb - 1][:, None], WORD_BITS), (1, 1)))
+    out.add(compose(14, (la, LABEL_BITS), (before, WORD_BITS)), (fa > 0)[:, None])
+    out.add(compose(15, (lb, LABEL_BITS), (after, WORD_BITS)), (eb < n_tokens)[:, None])
+    out.add(compose(16, (lb, LABEL_BITS), (words[ea - 1][:, None], WORD_BITS), (0, 1)))
+    out.add(compose(16, (la, LABEL_BITS), (words[eb - 1][:, None], WORD_BITS), (1, 1)))
     return out

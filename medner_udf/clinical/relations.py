@@ -112,8 +112,7 @@ class RelationExtractor(ClinicalModel):
         out = []
         for text, mentions in zip(notes, entities, strict=True):
             note, a, b = self.candidates(text, mentions)
-            rows, keys = relation_features(note, a, b, self.config).arrays()
-            probs = self.linear.probabilities(rows, keys, len(a))
+            probs = self.linear.probabilities(relation_features(note, a, b, self.config))
             out.append(decode(a, b, probs, self.info.classes, self.config))
         return out
 

@@ -86,7 +86,8 @@ def _run_spacy_peer(
         base = nlp(d.text)
         for layer in _layers(d.mentions):
             doc = base.copy()
-            ents, kept = [], []
+            ents: list[Any] = []
+            kept: list[Span] = []
             for m in layer:
                 span = doc.char_span(m.begin, m.end, label=m.label, alignment_mode="expand")
                 if span is not None and (not ents or ents[-1].end <= span.start):

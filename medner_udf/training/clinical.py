@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -261,50 +262,64 @@ def _finish(
     return TrainResult(model, directory, metrics)
 
 
-def _data(train_docs: Sequence[Document], dev_docs: Sequence[Document], n_examples: int) -> dict[str, Any]:
+def _data(train_docs: Sequence[Document], dev_docs: Sequence[Document]) -> dict[str, Any]:
     return {
         "corpus": "MACCROBAT2020",
         "split": "DICE 160/20/20 document split",
         "train_docs": len(train_docs),
         "dev_docs": len(dev_docs),
-        "train_examples": n_examples,
     }
 
 
+class _LinearTrainer(StandaloneTrainer):
+    """Read the split, fit on train, score dev (and test once, when asked), write the artifact."""
+
+    def fit(self) -> TrainResult:
+        s = self.settings
+        root, train_docs, dev_docs = read_split(s)
+        started = time.monotonic()
+        model, data = self._train(train_docs)
+        seconds = time.monotonic() - started
+        scores = {"dev": self._evaluate(model, dev_docs)}
+        if s.run.evaluate_test:
+            scores["test"] = self._evaluate(model, read_corpus(root, "test"))
+        log.info(
+            "%s: dev macro F1 %.4f, micro F1 %.4f", self.kind, scores["dev"].macro_f1, scores["dev"].micro.f1
+        )
+        return _finish(model, s, scores, {**_data(train_docs, dev_docs), **data}, seconds)
+
+    @abstractmethod
+    def _train(self, docs: Sequence[Document]) -> tuple[Any, dict[str, Any]]:
+        """The fitted model and what metrics.json's ``data`` should add."""
+
+    @abstractmethod
+    def _evaluate(self, model: Any, docs: Sequence[Document]) -> ClassScores: ...
+
+
 @StandaloneTrainer.register("assertion")
-class AssertionTrainer(StandaloneTrainer):
+class AssertionTrainer(_LinearTrainer):
     settings_class = AssertionTrainSettings
     settings: AssertionTrainSettings
 
-    def fit(self) -> TrainResult:
+    def _train(self, docs: Sequence[Document]) -> tuple[Any, dict[str, Any]]:
         s = self.settings
-        root, train_docs, dev_docs = read_split(s)
-        started = time.monotonic()
-        model = train_assertion(train_docs, s.model, s.fit, s.run.name, s.run.version, s.run.seed)
-        seconds = time.monotonic() - started
-        scores = {"dev": evaluate_assertion(model, dev_docs)}
-        if s.run.evaluate_test:
-            scores["test"] = evaluate_assertion(model, read_corpus(root, "test"))
-        log.info("assertion: dev macro F1 (absent, possible) %.4f", scores["dev"].macro_f1)
-        n = sum(len(d.mentions) for d in train_docs)
-        return _finish(model, s, scores, _data(train_docs, dev_docs, n), seconds)
+        model = train_assertion(docs, s.model, s.fit, s.run.name, s.run.version, s.run.seed)
+        return model, {"train_examples": sum(len(d.mentions) for d in docs)}
+
+    def _evaluate(self, model: Any, docs: Sequence[Document]) -> ClassScores:
+        return evaluate_assertion(model, docs)
 
 
 @StandaloneTrainer.register("relations")
-class RelationTrainer(StandaloneTrainer):
+class RelationTrainer(_LinearTrainer):
     settings_class = RelationTrainSettings
     settings: RelationTrainSettings
 
-    def fit(self) -> TrainResult:
+    def _train(self, docs: Sequence[Document]) -> tuple[Any, dict[str, Any]]:
         s = self.settings
-        root, train_docs, dev_docs = read_split(s)
-        started = time.monotonic()
-        model, missed = train_relations(train_docs, s.model, s.fit, s.run.name, s.run.version, s.run.seed)
-        seconds = time.monotonic() - started
-        scores = {"dev": evaluate_relations(model, dev_docs)}
-        if s.run.evaluate_test:
-            scores["test"] = evaluate_relations(model, read_corpus(root, "test"))
-        log.info("relations: dev micro F1 %.4f", scores["dev"].micro.f1)
-        n = sum(len(d.relations) for d in train_docs)
-        data = {**_data(train_docs, dev_docs, n), "relations_outside_candidates": dict(missed)}
-        return _finish(model, s, scores, data, seconds)
+        model, missed = train_relations(docs, s.model, s.fit, s.run.name, s.run.version, s.run.seed)
+        n = sum(len(d.relations) for d in docs)
+        return model, {"train_examples": n, "relations_outside_candidates": dict(missed)}
+
+    def _evaluate(self, model: Any, docs: Sequence[Document]) -> ClassScores:
+        return evaluate_relations(model, docs)

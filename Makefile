@@ -16,7 +16,7 @@ export TRANSFORMERS_OFFLINE := 1
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.medner-installed
 
-.PHONY: venv venv-airflow demo test lint typecheck unit dag-test train evaluate bench mpnet clean
+.PHONY: venv venv-airflow peers demo test lint typecheck unit dag-test train evaluate bench mpnet clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+## The negation peers that bench/clinical_bench.py compares against (medspaCy ConText, negspacy NegEx).
+## Not job dependencies. --no-deps: the lock is complete, and medspacy's own metadata would
+## downgrade spaCy and numpy (see requirements-peers.lock).
+peers: venv
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-peers.lock
 
 # Airflow pins its own dependency set, so the DAG is tested in a separate environment.
 venv-airflow: $(AIRFLOW_STAMP)

@@ -44,3 +44,32 @@ def test_every_mention_is_a_stripped_slice(corpus_docs: list[Document]) -> None:
 def test_documents_with_mentions_across_line_breaks(corpus_docs: list[Document]) -> None:
     crossing = sum("\n" in d.text[m.begin : m.end] for d in corpus_docs for m in d.mentions)
     assert crossing == 5
+
+
+def test_clinical_annotation_counts_match_the_issue(corpus_docs: list[Document]) -> None:
+    """Issue 11's figures count .ann lines; ours count distinct (head, tail, type) relations. Seven R
+    lines repeat another's relation (six MODIFY, one SUB_PROCEDURE), hence MODIFY 11,565 for 11,571."""
+    from collections import Counter
+
+    relations: Counter[str] = Counter(r.type for d in corpus_docs for r in d.relations)
+    assert dict(relations) == {
+        "MODIFY": 11_565,
+        "BEFORE": 2_014,
+        "SUB_PROCEDURE": 1_374,
+        "IDENTICAL": 795,
+        "AFTER": 398,
+        "CAUSE": 149,
+        "CO-OCCURRENCE": 5,
+    }
+    attributes = Counter((a.name, a.value) for d in corpus_docs for a in d.attributes)
+    assert attributes[("POLARITY", "NEG")] == 1_049
+    assert attributes[("POLARITY", "UNCERTAIN")] == 152
+    assert attributes[("POLARITY", "MAYBE_POS")] == 47
+    assert attributes[("POLARITY", "MAYBE_NEG")] == 22
+    assert attributes[("POLARITY", "POS")] == 3
+    assert attributes[("TREND", "INC")] + attributes[("TREND", "DEC")] + attributes[("TREND", "STAY")] == 143
+    assertions = Counter(a for d in corpus_docs for a in d.assertion_labels)
+    # absent = NEG + MAYBE_NEG, possible = UNCERTAIN + MAYBE_POS: one attribute per event, one event per mention.
+    assert assertions == {"absent": 1_049 + 22, "possible": 152 + 47, "present": 25_189 - 1_071 - 199}
+    assert sum(len(d.events) for d in corpus_docs) == 14_368
+    assert sum(len(d.overlaps) for d in corpus_docs) == 2_023

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from medner_udf.cli.baseline import baseline as baseline_group
+from medner_udf.cli.clinical import attach as attach_cmd
 from medner_udf.cli.demo import demo as demo_cmd
 from medner_udf.cli.extract import extract as extract_cmd
 from medner_udf.cli.extract import sql as sql_cmd
@@ -150,7 +151,7 @@ def run_train(
         "dev_strict_f1": metrics.get("dev", {}).get("strict", {}).get("f1"),
     }
     if "test" in metrics:
-        summary["test_strict_f1"] = metrics["test"]["strict"]["f1"]
+        summary["test_strict_f1"] = metrics["test"].get("strict", {}).get("f1")
     return summary
 
 
@@ -173,16 +174,21 @@ def evaluate_cmd(
     batch_size: int | None,
     device: str | None,
 ) -> None:
-    """Score an artifact against the gold .ann spans: strict/relaxed/macro/per-type, seqeval, confusion."""
+    """Score an artifact against the gold .ann spans: strict/relaxed/macro/per-type, seqeval, confusion;
+    and its attached assertion and relation heads, if any (medner attach)."""
+    from medner_udf.clinical.base import load_heads
     from medner_udf.corpus.maccrobat import read_corpus
-    from medner_udf.evaluation.report import evaluate_tagger
+    from medner_udf.evaluation.report import CLINICAL_FILE, evaluate_tagger
     from medner_udf.taggers.base import load_tagger
 
     tagger = load_tagger(model_dir, device=device)
+    heads = load_heads(model_dir, tagger.entity_types)
     docs = read_corpus(corpus_path(corpus), split)
     out = out_dir or model_dir / f"eval-{split}"
-    report = evaluate_tagger(tagger, docs, out, batch_size=batch_size)
+    report = evaluate_tagger(tagger, docs, out, batch_size=batch_size, split=split, heads=heads)
     click.echo((out / "per_type.txt").read_text(encoding="utf-8") if (out / "per_type.txt").exists() else "")
+    if not heads.empty:
+        click.echo((out / CLINICAL_FILE).read_text(encoding="utf-8"))
     click.echo(json.dumps({k: report[k] for k in ("strict", "relaxed", "macro_f1") if k in report}, indent=2))
     click.echo(f"report written to {out}")
 
@@ -231,6 +237,7 @@ def ensemble_cmd(
     click.echo(json.dumps(summary, indent=2))
 
 
+main.add_command(attach_cmd)
 main.add_command(extract_cmd)
 main.add_command(sql_cmd)
 main.add_command(demo_cmd)

@@ -8,6 +8,10 @@ one training example is, and its loss. Adapters register under the tagger kind t
 
     @TrainingAdapter.register("bilstm-cnn-crf")
     class BiLstmAdapter(TrainingAdapter[Sentence]): ...
+
+A model that is not fitted by gradient steps (the linear assertion and relation models, fitted by
+their own solver) registers a ``StandaloneTrainer`` in the same registry instead; the engine hands
+the whole run to it, so ``medner train --model KIND`` reaches every kind the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import torch
 
@@ -26,12 +30,16 @@ from medner_udf.registry import Registry
 from medner_udf.taggers.neural import NeuralTagger
 from medner_udf.training.settings import TrainSettings
 
+if TYPE_CHECKING:  # the engine imports this module
+    from medner_udf.training.loop import TrainResult
+
 ExampleT = TypeVar("ExampleT")
 A = TypeVar("A", bound="type[TrainingAdapter[Any]]")
+S = TypeVar("S", bound=type)
 
 ADAPTERS: Registry[type[TrainingAdapter[Any]]] = Registry(
     "trainable model",
-    ("medner_udf.training.bilstm", "medner_udf.training.transformer"),
+    ("medner_udf.training.bilstm", "medner_udf.training.transformer", "medner_udf.training.clinical"),
     env="MEDNER_TRAINER_MODULES",
     group="medner.trainers",
 )
@@ -92,6 +100,29 @@ class TrainingAdapter(ABC, Generic[ExampleT]):
     @abstractmethod
     def describe(self, tagger: NeuralTagger) -> list[str]:
         """Model-card lines: the architecture and what fed it (encoder, vectors)."""
+
+
+class StandaloneTrainer(ABC):
+    """A model kind fitted by its own solver rather than the engine's loop (see the module doc).
+
+    It reads its split with ``loop.read_split``, writes its artifact and card, and returns the same
+    ``TrainResult``; ``settings_class`` and the registry work as for adapters."""
+
+    settings_class: ClassVar[type[TrainSettings]]
+    kind: ClassVar[str]
+
+    def __init__(self, settings: TrainSettings, device: torch.device) -> None:
+        self.settings = settings
+        self.device = device
+
+    @classmethod
+    def register(cls, kind: str) -> Callable[[S], S]:
+        """Class decorator: train model kind ``kind`` with this trainer."""
+        return ADAPTERS.register(kind)
+
+    @abstractmethod
+    def fit(self) -> TrainResult:
+        """Fit, score dev (and test when ``run.evaluate_test``), write the artifact."""
 
 
 def trainable_kinds() -> list[str]:

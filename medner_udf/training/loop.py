@@ -34,7 +34,7 @@ from medner_udf.taggers.base import Tagger
 from medner_udf.text.scheme import tag_set
 from medner_udf.text.types import Span
 from medner_udf.training.averaging import WeightAverage
-from medner_udf.training.base import ADAPTERS, TrainingAdapter
+from medner_udf.training.base import ADAPTERS, StandaloneTrainer, TrainingAdapter
 from medner_udf.training.card import model_card
 from medner_udf.training.settings import OptimSettings, TrainSettings
 
@@ -46,7 +46,7 @@ METRICS_SCHEMA = 2
 
 @dataclass(frozen=True)
 class TrainResult:
-    tagger: Tagger
+    tagger: Any  # the trained model: a Tagger, or what a StandaloneTrainer fitted
     artifact_dir: Path
     metrics: dict[str, Any]
 
@@ -156,7 +156,10 @@ def train(settings: TrainSettings) -> TrainResult:
     if run.num_threads:
         torch.set_num_threads(run.num_threads)
     device = torch.device(run.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    adapter: TrainingAdapter[Any] = ADAPTERS.get(settings.kind)(settings, device)
+    trainer = ADAPTERS.get(settings.kind)
+    if issubclass(trainer, StandaloneTrainer):
+        return trainer(settings, device).fit()
+    adapter: TrainingAdapter[Any] = trainer(settings, device)
     train_docs, dev_docs, test_docs = read_split(settings)
     tags = tag_set(sorted({m.label for d in train_docs for m in d.mentions}))
     version = run.version or new_version()

@@ -4,7 +4,8 @@ Trains each variant with each seed (settings from conf/train-transformer.toml: t
 for ours, ``transformer-plain`` for the peer: softmax head, one line per example, 6 epochs at 5e-5),
 and reports dev and test strict / relaxed / macro F1 as mean ± spread (max - min) over seeds, plus
 training time. ``--speed ARTIFACT`` measures CPU inference on the test notes with one thread
-(tokens = medner word tokens, the unit every tagger is measured in), fp32 and dynamic int8.
+(tokens = medner word tokens, the unit every tagger is measured in), in fp32, bf16 autocast or
+dynamic int8 (``--precisions``).
 
 Usage (from the repository root)::
 
@@ -100,17 +101,15 @@ def _figures(scores: dict[str, Any]) -> dict[str, float]:
 
 
 def measure_speed(
-    artifact: Path, corpus: str, int8: bool, repeats: int = 1, stride: int | None = None
+    artifact: Path, corpus: str, precision: str, repeats: int = 1, stride: int | None = None
 ) -> dict[str, Any]:
     """CPU inference on the 20 test notes with one thread: words/s and pieces/s, test F1, and the
     dev F1 at the same settings (the split on which a stride or precision may be chosen)."""
     torch.set_num_threads(1)
     docs = read_corpus(corpus, "test")
-    tagger = TransformerTagger.load(artifact, device="cpu")
+    tagger = TransformerTagger.load(artifact, device="cpu", precision=precision)
     if stride is not None:
         tagger.set_stride(stride)
-    if int8:
-        tagger.quantize_int8()
     texts = [d.text for d in docs]
     tagger.tag(texts[:2])  # warm-up: allocator, kernels
     n_words = sum(len(tokenize(t)) for t in texts)
@@ -134,7 +133,7 @@ def measure_speed(
     )
     return {
         "artifact": str(artifact),
-        "int8": int8,
+        "precision": precision,
         "stride": tagger.config.stride,
         "dev": _figures(dev_scores.to_dict()),
         "threads": 1,
@@ -212,7 +211,7 @@ def summarise(out: Path) -> str:
     for r in rows:
         if "words_per_s_per_core" in r:
             lines.append(
-                f"\nCPU inference ({'int8' if r['int8'] else 'fp32'}, stride {r.get('stride', 192)}, "
+                f"\nCPU inference ({r.get('precision', 'int8' if r.get('int8') else 'fp32')}, stride {r.get('stride', 192)}, "
                 f"1 thread, {r['notes']} test notes, dev strict F1 {r.get('dev', {}).get('strict_f1', float('nan')):.4f}): "
                 f"{r['words_per_s_per_core']:.0f} words/s, {r['pieces_per_s_per_core']:.0f} pieces/s per CPU "
                 f"second ({r['words_per_s_wall']:.0f} words/s wall); "
@@ -235,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--score-strides", default=None, help="comma-separated artifacts: dev/test F1 at each of --strides"
     )
-    parser.add_argument("--int8", action="store_true", help="with --speed: also measure dynamic int8")
+    parser.add_argument(
+        "--precisions",
+        default="fp32",
+        help="with --speed: of fp32,bf16,int8 (TransformerTagger.set_precision)",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="with --speed: timed passes (best kept)")
     parser.add_argument(
         "--rounds", type=int, default=1, help="with --speed: interleaved rounds of all settings"
@@ -262,14 +265,14 @@ def main(argv: list[str] | None = None) -> int:
             speed_strides: list[int | None] = (
                 [int(x) for x in args.strides.split(",")] if args.strides else [None]
             )
-            precisions = (False, True) if args.int8 else (False,)
+            precisions = [p.strip() for p in args.precisions.split(",")]
             # Rounds interleave the settings, so drift in the machine's speed (other tenants, clock)
             # touches every setting alike; each round appends one row per setting.
             rows = [
-                measure_speed(args.speed, args.corpus, int8, args.repeats, stride)
+                measure_speed(args.speed, args.corpus, precision, args.repeats, stride)
                 for _ in range(args.rounds)
                 for stride in speed_strides
-                for int8 in precisions
+                for precision in precisions
             ]
         else:
             for variant in args.variants.split(","):

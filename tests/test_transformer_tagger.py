@@ -394,3 +394,25 @@ def test_transformer_alignment_with_minilm_on_the_corpus(corpus_docs: list[Docum
     for doc, note in zip(docs, tagger.encode_notes([d.text for d in docs]), strict=True):
         ids, first = _reference_alignment(tagger, doc.text)
         assert note.piece_ids.tolist() == ids and note.first_piece.tolist() == first, doc.doc_id
+
+
+def test_transformer_cpu_precisions(fitted_bert: TransformerTagger, tmp_path: Path) -> None:
+    texts = [make_doc("d1", SENTENCES).text, "CT showed a mass in the liver."]
+    fp32 = fitted_bert.tag(texts)
+    folder = fitted_bert.save(tmp_path / "art")
+    for precision in ("bf16", "int8"):
+        tagger = TransformerTagger.load(folder, device="cpu", precision=precision)
+        assert tagger.precision == precision
+        got = tagger.tag(texts)
+        # The overfit tiny model is confident: reduced precision must not change what it finds.
+        assert [[(e.begin, e.end, e.label) for e in row] for row in got] == [
+            [(e.begin, e.end, e.label) for e in row] for row in fp32
+        ]
+    with pytest.raises(ValueError, match="cannot go back to float"):
+        TransformerTagger.load(folder, device="cpu", precision="int8").set_precision("fp32")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        fitted_bert.set_precision("fp16")
+    # The artifact's own default applies when it loads on a CPU.
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "cpu_precision": "bf16"}))
+    assert TransformerTagger.load(folder, device="cpu").precision == "bf16"

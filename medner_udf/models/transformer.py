@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from medner_udf.models.base import HEADS, TaggingNetwork
 
 SCOPES = ("note", "segment")
+PRECISIONS = ("fp32", "bf16", "int8")
 # RoBERTa-style position ids start after the padding index, which costs pad_token_id + 1 slots.
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")
 
@@ -42,6 +43,9 @@ class TransformerConfig:
     window: int = 256
     stride: int = 192
     scope: str = "note"
+    # How the encoder runs on a CPU unless the caller says otherwise (TransformerTagger.set_precision):
+    # fp32, bf16 (autocast: bf16 matrix products, e.g. AVX-512 BF16) or int8 (dynamic quantisation).
+    cpu_precision: str = "fp32"
     tags: tuple[str, ...] = ()
     encoder: dict[str, Any] = field(default_factory=dict, hash=False)
 
@@ -54,6 +58,8 @@ class TransformerConfig:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.cpu_precision not in PRECISIONS:
+            raise ValueError(f"cpu_precision must be one of {PRECISIONS}, got {self.cpu_precision!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.encoder and "model_type" not in self.encoder:

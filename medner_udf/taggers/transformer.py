@@ -21,6 +21,7 @@ Windows from all notes of a call are sorted by length before batching, so paddin
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from medner_udf.models.transformer import TransformerConfig, TransformerTaggerNet
+from medner_udf.models.transformer import PRECISIONS, TransformerConfig, TransformerTaggerNet
 from medner_udf.taggers.artifact import ArtifactError, ArtifactInfo
 from medner_udf.taggers.base import Tagger
 from medner_udf.taggers.neural import EmissionBatch, NeuralTagger, length_sorted_batches
@@ -66,6 +67,7 @@ class TransformerTagger(NeuralTagger):
             )
         super().__init__(info, net, metrics)
         self.tokenizer = tokenizer
+        self.precision = "fp32"
         self._prefix = _first_not_none(tokenizer.cls_token_id, tokenizer.bos_token_id)
         self._suffix = _first_not_none(tokenizer.sep_token_id, tokenizer.eos_token_id)
         self._pad = _first_not_none(tokenizer.pad_token_id, 0)
@@ -128,17 +130,35 @@ class TransformerTagger(NeuralTagger):
         self.net.config = replace(self.config, stride=stride)  # validated by TransformerConfig
         return self
 
-    def quantize_int8(self) -> TransformerTagger:
-        """Dynamic int8 quantisation of the encoder's linear layers for CPU inference (in place).
-
-        Roughly 1.6x the CPU throughput; measure its accuracy on dev before serving it.
+    def set_precision(self, precision: str) -> TransformerTagger:
+        """How the encoder computes on a CPU (in place): ``fp32``; ``bf16``, autocast to bfloat16
+        matrix products (AVX-512 BF16 and AMX run them natively); or ``int8``, dynamic quantisation
+        of the linear layers (VNNI). A GPU always runs bf16 autocast. ``bench/transformer_bench.py
+        --speed ... --precisions`` measures speed and dev F1 of each; the artifact's
+        ``cpu_precision`` is the one chosen, applied when it loads on a CPU.
         """
-        if self.device.type != "cpu":
-            raise ValueError(f"int8 quantisation is for CPU inference; the tagger is on {self.device}")
-        self.net.encoder = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
-            self.net.encoder, {torch.nn.Linear}, dtype=torch.qint8
-        )
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if self.precision == "int8" and precision != "int8":
+            raise ValueError("an int8-quantised tagger cannot go back to float; load the artifact again")
+        if precision == "int8" and self.precision != "int8":
+            if self.device.type != "cpu":
+                raise ValueError(f"int8 quantisation is for CPU inference; the tagger is on {self.device}")
+            with warnings.catch_warnings():
+                # torch deprecates its eager quantisation in favour of torchao, which medner does not
+                # depend on; int8 is one measured option, not the default (docs/transformers.md).
+                warnings.filterwarnings(
+                    "ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning
+                )
+                self.net.encoder = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                    self.net.encoder, {torch.nn.Linear}, dtype=torch.qint8
+                )
+        self.precision = precision
         return self
+
+    def quantize_int8(self) -> TransformerTagger:
+        """``set_precision("int8")``: dynamic int8 quantisation of the encoder's linear layers."""
+        return self.set_precision("int8")
 
     # ----------------------------------------------------------------------------------------------
     def encode(self, text: str) -> EncodedNote:
@@ -239,7 +259,8 @@ class TransformerTagger(NeuralTagger):
         windows = self.inference_windows(notes)
         for batch in length_sorted_batches(windows, size, _window_length, longest_first=True):
             inputs = {k: v.to(device) for k, v in self.collate(notes, batch).items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            bf16 = device.type == "cuda" or self.precision == "bf16"
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 emissions, _ = self.net(**inputs)
             emissions = emissions.float().cpu()
             for b, w in enumerate(batch):
@@ -279,6 +300,26 @@ class TransformerTagger(NeuralTagger):
         if any("_packed_params" in k for k in self.net.state_dict()):
             raise ValueError("an int8-quantised tagger cannot be saved; save before quantize_int8()")
         return super().save(directory)
+
+    def to(self, device: torch.device | str) -> TransformerTagger:
+        if getattr(self, "precision", "fp32") == "int8" and torch.device(device).type != "cpu":
+            raise ValueError(
+                "an int8-quantised tagger runs on the CPU only; load the artifact again for a GPU"
+            )
+        super().to(device)
+        return self
+
+    @classmethod
+    def load(
+        cls, directory: Path | str, device: torch.device | str | None = None, *, precision: str | None = None
+    ) -> TransformerTagger:
+        """The artifact's tagger; on a CPU with ``precision``, by default the artifact's
+        ``cpu_precision``."""
+        tagger = super().load(directory, device)
+        chosen = precision or tagger.config.cpu_precision
+        if tagger.device.type == "cpu" and chosen != "fp32":
+            tagger.set_precision(chosen)
+        return tagger
 
     @classmethod
     def _from_artifact(

@@ -147,9 +147,8 @@ class TransformerTagger(NeuralTagger):
             with warnings.catch_warnings():
                 # torch deprecates its eager quantisation in favour of torchao, which medner does not
                 # depend on; int8 is one measured option, not the default (docs/transformers.md).
-                warnings.filterwarnings(
-                    "ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning
-                )
+                warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated")
+                warnings.filterwarnings("ignore", message=".*quantized tensor creation functions")
                 self.net.encoder = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
                     self.net.encoder, {torch.nn.Linear}, dtype=torch.qint8
                 )

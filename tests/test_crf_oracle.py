@@ -357,3 +357,46 @@ def test_crf_cpu_recursions_equal_the_torch_ones_on_a_real_tag_set(confidence: f
     reference = crf.forward_backward(emissions, mask, on_cpu=False)
     for got, want in zip(fast, reference, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_crf_soft_cross_entropy_matches_brute_force_with_its_gradients(constrained: bool) -> None:
+    # -sum_y q(y) log p(y) over every tag path, q the teacher CRF's distribution and p the student's.
+    from medner_udf.training.objectives import crf_soft_cross_entropy
+
+    tags = tag_set(["X"])  # O, B-X, I-X, E-X, S-X
+    allowed = allowed_transitions(tags) if constrained else None
+    student, teacher = _crf(0, allowed), _crf(1, allowed)
+    lengths = [SEQ_LEN, 2]
+    student_emissions, mask = _batch(0, lengths)
+    teacher_emissions, _ = _batch(1, lengths)
+    student_emissions.requires_grad_(True)
+    got = crf_soft_cross_entropy(student, student_emissions, teacher, teacher_emissions, mask)
+    got.backward()
+    want_total = torch.zeros(())
+    for b, n in enumerate(lengths):
+        paths = list(itertools.product(range(NUM_TAGS), repeat=n))
+        s_scores = torch.stack([_path_score_t(student, student_emissions[b, :n], p) for p in paths])
+        t_scores = torch.tensor([_path_score(teacher, teacher_emissions[b, :n], p) for p in paths])
+        q = torch.softmax(t_scores, dim=0)
+        want_total = want_total - (q * torch.log_softmax(s_scores, dim=0)).sum()
+    want = want_total / len(lengths)
+    assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+    grads = [student_emissions.grad, student.transitions.grad, student.start_transitions.grad]
+    student_emissions.grad, student.transitions.grad, student.start_transitions.grad = None, None, None
+    want.backward()
+    for g, w in zip(
+        grads, [student_emissions.grad, student.transitions.grad, student.start_transitions.grad], strict=True
+    ):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+def _path_score_t(crf: CRF, emissions: torch.Tensor, path: tuple[int, ...]) -> torch.Tensor:
+    """_path_score, kept differentiable."""
+    start = crf.start_transitions + crf.start_penalty
+    trans = crf.transitions + crf.transition_penalty
+    end = crf.end_transitions + crf.end_penalty
+    s = start[path[0]] + emissions[0, path[0]]
+    for t in range(1, len(path)):
+        s = s + trans[path[t - 1], path[t]] + emissions[t, path[t]]
+    return s + end[path[-1]]

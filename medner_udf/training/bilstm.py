@@ -21,10 +21,13 @@ import torch
 from medner_udf.corpus.dataset import Sentence, to_sentences
 from medner_udf.corpus.maccrobat import Document
 from medner_udf.models.bilstm_cnn_crf import BiLstmCnnCrfConfig
+from medner_udf.taggers.artifact import ArtifactError
+from medner_udf.taggers.base import load_tagger
 from medner_udf.taggers.bilstm import BiLstmCnnCrfTagger, word_key
 from medner_udf.taggers.neural import NeuralTagger
+from medner_udf.text.tokens import token_bounds
 from medner_udf.training.base import Prepared, TrainingAdapter
-from medner_udf.training.objectives import NeighbourWordObjective
+from medner_udf.training.objectives import NeighbourWordObjective, crf_soft_cross_entropy
 from medner_udf.training.pretrained import load_glove
 from medner_udf.training.settings import TrainSettings
 
@@ -38,10 +41,16 @@ class BiLstmInputs:
     lm_weight: float = 0.0  # > 0: add Rei (2017)'s neighbour-word language-model loss, times this weight
     lm_vocab: int = 5000  # the LM loss predicts this many most frequent training words (others: one class)
     min_char_count: int = 1  # characters seen fewer times in training share the unknown id
+    # Knowledge distillation: a trained CRF tagger (e.g. an ensemble artifact) whose distribution over
+    # tag paths the student also learns, with this share of the loss (the rest: the gold tags).
+    teacher: str | None = None
+    distill_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if self.glove_words < 1 or self.lm_vocab < 1 or self.min_char_count < 1:
             raise ValueError("glove_words, lm_vocab and min_char_count must be >= 1")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
         if self.lm_weight < 0:
             raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
         if not 0.0 <= self.word_dropout < 1.0:
@@ -63,6 +72,8 @@ class BiLstmAdapter(TrainingAdapter[Sentence]):
         super().__init__(settings, device)
         self.rng = np.random.default_rng(settings.run.seed)  # word dropout
         self.lm: NeighbourWordObjective | None = None
+        self.teacher: NeuralTagger | None = None
+        self.teacher_emissions: dict[int, torch.Tensor] = {}  # id(sentence) -> (tokens, tags)
 
     def prepare(
         self, train_docs: Sequence[Document], tags: Sequence[str], version: str
@@ -90,8 +101,37 @@ class BiLstmAdapter(TrainingAdapter[Sentence]):
             counts = Counter(word_key(t.text) for s in sentences for t in s.tokens)
             words = [w for w, _ in counts.most_common(inputs.lm_vocab)]
             self.lm = NeighbourWordObjective(tagger.config.lstm_hidden, words).to(self.device)
-        stats = {"train_tokens": sum(len(s.tokens) for s in sentences), "flattening": asdict(flat)}
+        stats: dict[str, Any] = {
+            "train_tokens": sum(len(s.tokens) for s in sentences),
+            "flattening": asdict(flat),
+        }
+        if inputs.teacher:
+            self._prepare_teacher(inputs.teacher, train_docs, sentences, tagger)
+            stats["teacher"] = f"{self.teacher.kind} {self.teacher.name}/{self.teacher.version}"  # type: ignore[union-attr]
         return Prepared(tagger, sentences, stats)
+
+    def _prepare_teacher(
+        self, folder: str, docs: Sequence[Document], sentences: Sequence[Sentence], student: NeuralTagger
+    ) -> None:
+        """Load the teacher and keep its word emissions for every training segment (its marginals
+        are computed batch by batch from them: ``crf_soft_cross_entropy``)."""
+        teacher = load_tagger(folder, device="cpu")
+        if not isinstance(teacher, NeuralTagger) or teacher.net.crf is None:
+            raise ArtifactError(f"teacher {folder} is not a CRF tagger (kind {teacher.kind})")
+        if tuple(teacher.tags) != tuple(student.tags):
+            raise ArtifactError(
+                f"teacher {folder} tags {len(teacher.tags)} types' BIOES tags, the student "
+                f"{len(student.tags)}: they must be trained on the same entity types"
+            )
+        by_doc = {d.doc_id: d for d in docs}
+        emissions = dict(zip(by_doc, teacher.note_emissions([d.text for d in docs]), strict=True))
+        starts = {doc_id: token_bounds(doc.text)[0] for doc_id, doc in by_doc.items()}
+        for sentence in sentences:
+            first = int(np.searchsorted(starts[sentence.doc_id], sentence.tokens[0].begin))
+            self.teacher_emissions[id(sentence)] = emissions[sentence.doc_id][
+                first : first + len(sentence.tokens)
+            ]
+        self.teacher = teacher.to(self.device)
 
     def example_length(self, example: Sentence) -> int:
         return len(example.tokens)
@@ -104,7 +144,16 @@ class BiLstmAdapter(TrainingAdapter[Sentence]):
         )
         gold = tagger.encode_tags([s.tags for s in batch]).to(self.device)
         hidden = net.hidden_states(enc.words, enc.tuned, enc.chars, enc.mask)
-        loss = net.head_loss(net.emissions_from_hidden(hidden), gold, enc.mask)
+        emissions = net.emissions_from_hidden(hidden)
+        loss = net.head_loss(emissions, gold, enc.mask)
+        if self.teacher is not None:
+            assert net.crf is not None and self.teacher.net.crf is not None
+            soft = torch.zeros_like(emissions)
+            for b, sentence in enumerate(batch):
+                soft[b, : len(sentence.tokens)] = self.teacher_emissions[id(sentence)]
+            weight = self.settings.inputs.distill_weight
+            distilled = crf_soft_cross_entropy(net.crf, emissions, self.teacher.net.crf, soft, enc.mask)
+            loss = (1 - weight) * loss + weight * distilled
         if self.lm is not None:
             targets = self.lm.targets(batch).to(self.device)
             loss = loss + self.settings.inputs.lm_weight * self.lm(hidden, targets, enc.mask)
@@ -125,6 +174,11 @@ class BiLstmAdapter(TrainingAdapter[Sentence]):
             f"LSTM {c.lstm_hidden} x 2 x {c.lstm_layers} layer(s), char CNN {c.char_filters} filters of width "
             f"{c.char_kernel}, dropout {c.dropout}, word dropout {inputs.word_dropout}"
             + (f", neighbour-word LM loss x {inputs.lm_weight}" if inputs.lm_weight else "")
+            + (
+                f", distilled from `{inputs.teacher}` (weight {inputs.distill_weight})"
+                if inputs.teacher
+                else ""
+            )
             + ".",
             f"Vocabularies: {c.num_words:,} GloVe words (frozen), {c.num_tuned_words:,} tuned training words, "
             f"{c.num_chars} characters; segments of up to {tagger.max_segment_tokens} tokens"

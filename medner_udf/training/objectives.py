@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from medner_udf.corpus.dataset import Sentence
+from medner_udf.models.crf import CRF
 from medner_udf.taggers.bilstm import word_key
 
 
@@ -48,3 +49,47 @@ class NeighbourWordObjective(torch.nn.Module):
             self.previous_word(backward_states), targets[:, :-1][valid]
         )
         return loss_next + loss_prev
+
+
+def crf_soft_cross_entropy(
+    student: CRF,
+    student_emissions: torch.Tensor,
+    teacher: CRF,
+    teacher_emissions: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Mean over the batch of the cross-entropy between the teacher CRF's distribution over tag
+    paths and the student's: -E_q[log p_student(y)] = log Z_student - E_q[score_student(y)].
+
+    E_q of a path score needs only the teacher's marginals: per-step unary marginals (for the
+    emissions, and the start and end scores) and pairwise marginals summed over steps (for the
+    transitions). They are the gradient of the teacher's log Z with respect to its potentials,
+    which the CRF computes in closed form (``_LogPartition``): one backward pass gives them all.
+    Emissions: (batch, seq_len, tags); ``mask`` (batch, seq_len) left-aligned.
+    """
+    from medner_udf.models.crf import _LogPartition
+
+    mask = mask.bool()
+    # Teacher marginals as gradients of its log Z (no gradient reaches the teacher itself).
+    t_emissions = teacher_emissions.detach().float().clone().requires_grad_(True)
+    t_start = teacher._start().detach().clone().requires_grad_(True)
+    t_trans = teacher._trans().detach().clone().requires_grad_(True)
+    t_end = teacher._end().detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        log_z_teacher = _LogPartition.apply(t_emissions, mask, t_start, t_trans, t_end)  # type: ignore[no-untyped-call]
+        q_emissions, q_start, q_trans, q_end = torch.autograd.grad(
+            log_z_teacher.sum(), [t_emissions, t_start, t_trans, t_end]
+        )
+    emissions = student_emissions.float()
+    log_z_student = _LogPartition.apply(  # type: ignore[no-untyped-call]
+        emissions, mask, student._start(), student._trans(), student._end()
+    )
+    # Marginals of padding steps are zero, so padding adds nothing to the expectation.
+    expected = (
+        (q_emissions * emissions).sum()
+        + (q_start * student._start()).sum()
+        + (q_trans * student._trans()).sum()
+        + (q_end * student._end()).sum()
+    )
+    loss: torch.Tensor = (log_z_student.sum() - expected) / emissions.size(0)
+    return loss

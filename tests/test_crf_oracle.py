@@ -30,13 +30,7 @@ def _crf(
 
 def _path_score(crf: CRF, emissions: torch.Tensor, path: tuple[int, ...]) -> float:
     """Score of one path on one unpadded sequence, straight from the definition."""
-    start = crf.start_transitions + crf.start_penalty
-    trans = crf.transitions + crf.transition_penalty
-    end = crf.end_transitions + crf.end_penalty
-    s = start[path[0]] + emissions[0, path[0]]
-    for t in range(1, len(path)):
-        s = s + trans[path[t - 1], path[t]] + emissions[t, path[t]]
-    return float((s + end[path[-1]]).detach())
+    return float(_path_score_t(crf, emissions, path).detach())
 
 
 def _all_scores(crf: CRF, emissions: torch.Tensor) -> dict[tuple[int, ...], float]:
@@ -392,7 +386,7 @@ def test_crf_soft_cross_entropy_matches_brute_force_with_its_gradients(constrain
 
 
 def _path_score_t(crf: CRF, emissions: torch.Tensor, path: tuple[int, ...]) -> torch.Tensor:
-    """_path_score, kept differentiable."""
+    """The score of one path on one unpadded sequence, from the definition (differentiable)."""
     start = crf.start_transitions + crf.start_penalty
     trans = crf.transitions + crf.transition_penalty
     end = crf.end_transitions + crf.end_penalty

@@ -34,10 +34,10 @@ if TYPE_CHECKING:  # the engine imports this module
     from medner_udf.training.loop import TrainResult
 
 ExampleT = TypeVar("ExampleT")
-A = TypeVar("A", bound="type[TrainingAdapter[Any]]")
+A = TypeVar("A", bound="type[Trainer]")
 S = TypeVar("S", bound=type)
 
-ADAPTERS: Registry[type[TrainingAdapter[Any]]] = Registry(
+ADAPTERS: Registry[type[Trainer]] = Registry(
     "trainable model",
     ("medner_udf.training.bilstm", "medner_udf.training.transformer", "medner_udf.training.clinical"),
     env="MEDNER_TRAINER_MODULES",
@@ -55,8 +55,8 @@ class Prepared(Generic[ExampleT]):
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-class TrainingAdapter(ABC, Generic[ExampleT]):
-    """One model kind's part of training (see the module doc)."""
+class Trainer(ABC):
+    """What every registered trainer has: its settings class, kind, settings and device."""
 
     settings_class: ClassVar[type[TrainSettings]]
     kind: ClassVar[str]
@@ -67,8 +67,12 @@ class TrainingAdapter(ABC, Generic[ExampleT]):
 
     @classmethod
     def register(cls, kind: str) -> Callable[[A], A]:
-        """Class decorator: train tagger kind ``kind`` with this adapter."""
+        """Class decorator: train model kind ``kind`` with this class."""
         return ADAPTERS.register(kind)
+
+
+class TrainingAdapter(Trainer, Generic[ExampleT]):
+    """One model kind's part of training (see the module doc)."""
 
     @abstractmethod
     def prepare(
@@ -102,23 +106,11 @@ class TrainingAdapter(ABC, Generic[ExampleT]):
         """Model-card lines: the architecture and what fed it (encoder, vectors)."""
 
 
-class StandaloneTrainer(ABC):
+class StandaloneTrainer(Trainer):
     """A model kind fitted by its own solver rather than the engine's loop (see the module doc).
 
     It reads its split with ``loop.read_split``, writes its artifact and card, and returns the same
     ``TrainResult``; ``settings_class`` and the registry work as for adapters."""
-
-    settings_class: ClassVar[type[TrainSettings]]
-    kind: ClassVar[str]
-
-    def __init__(self, settings: TrainSettings, device: torch.device) -> None:
-        self.settings = settings
-        self.device = device
-
-    @classmethod
-    def register(cls, kind: str) -> Callable[[S], S]:
-        """Class decorator: train model kind ``kind`` with this trainer."""
-        return ADAPTERS.register(kind)
 
     @abstractmethod
     def fit(self) -> TrainResult:

@@ -159,7 +159,8 @@ def train(settings: TrainSettings) -> TrainResult:
     trainer = ADAPTERS.get(settings.kind)
     if issubclass(trainer, StandaloneTrainer):
         return trainer(settings, device).fit()
-    adapter: TrainingAdapter[Any] = trainer(settings, device)
+    adapter = trainer(settings, device)
+    assert isinstance(adapter, TrainingAdapter), f"{trainer.__name__} is neither an adapter nor standalone"
     train_docs, dev_docs, test_docs = read_split(settings)
     tags = tag_set(sorted({m.label for d in train_docs for m in d.mentions}))
     version = run.version or new_version()

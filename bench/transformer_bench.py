@@ -100,14 +100,100 @@ def _figures(scores: dict[str, Any]) -> dict[str, float]:
     }
 
 
+ONNX_BATCH = 16  # windows per ONNX Runtime call: the exported graph's fixed batch
+
+
+def onnx_forward(tagger: TransformerTagger, quantize: bool) -> Any:
+    """The network's forward pass run by ONNX Runtime (one thread), for measurement only.
+
+    The graph is exported at one fixed shape (``ONNX_BATCH`` windows of ``window`` pieces and
+    words) and every batch is padded to it: with transformers 5's BERT, both torch exporters give
+    graphs that are exact at the traced shape and wrong at any other (hidden states off by ~1), so
+    a variable-shape graph cannot be trusted. ``quantize``: ONNX Runtime's dynamic int8.
+    """
+    import tempfile
+
+    try:
+        import onnxruntime as ort
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise SystemExit("the onnx precisions need the 'onnx' extra: pip install -e '.[onnx]'") from exc
+
+    net, window = tagger.net, tagger.config.window
+
+    class Emissions(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_pieces: torch.Tensor
+        ) -> torch.Tensor:
+            emissions: torch.Tensor = self.net(
+                input_ids, attention_mask, word_pieces, torch.ones_like(word_pieces)
+            )[0]
+            return emissions
+
+    folder = Path(tempfile.mkdtemp(prefix="medner-onnx-"))
+    shape = (ONNX_BATCH, window)
+    example = (
+        torch.zeros(shape, dtype=torch.long),
+        torch.ones(shape, dtype=torch.long),
+        torch.zeros(shape, dtype=torch.long),
+    )
+    path = folder / "tagger.onnx"
+    with torch.no_grad():
+        torch.onnx.export(
+            Emissions().eval(), example, str(path), input_names=["input_ids", "attention_mask", "word_pieces"],
+            output_names=["emissions"], opset_version=17, dynamo=False,
+        )  # fmt: skip
+    if quantize:
+        quantize_dynamic(str(path), str(folder / "tagger.int8.onnx"), weight_type=QuantType.QInt8)
+        path = folder / "tagger.int8.onnx"
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def forward(
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        word_pieces: torch.Tensor,
+        word_mask: torch.Tensor,
+        tags: Any = None,
+    ) -> tuple[torch.Tensor, None]:
+        batch, pieces = input_ids.shape
+        words = word_pieces.size(1)
+        out = []
+        for start in range(0, batch, ONNX_BATCH):
+            feed = {
+                name: torch.zeros(shape, dtype=torch.long)
+                for name in ("input_ids", "attention_mask", "word_pieces")
+            }
+            n = min(ONNX_BATCH, batch - start)
+            feed["input_ids"][:n, :pieces] = input_ids[start : start + n]
+            feed["attention_mask"][:n, :pieces] = attention_mask[start : start + n]
+            feed["word_pieces"][:n, :words] = word_pieces[start : start + n]
+            result = session.run(None, {k: v.numpy() for k, v in feed.items()})[0]
+            out.append(torch.from_numpy(result[:n, :words]))
+        return torch.cat(out), None
+
+    return forward
+
+
 def measure_speed(
     artifact: Path, corpus: str, precision: str, repeats: int = 1, stride: int | None = None
 ) -> dict[str, Any]:
     """CPU inference on the 20 test notes with one thread: words/s and pieces/s, test F1, and the
-    dev F1 at the same settings (the split on which a stride or precision may be chosen)."""
+    dev F1 at the same settings (the split on which a stride or precision may be chosen).
+
+    ``precision``: fp32, bf16 or int8 (``TransformerTagger.set_precision``), or onnx-fp32 / onnx-int8
+    (``onnx_forward``: ONNX Runtime, measured here only; needs ``onnxruntime`` and ``onnx``)."""
     torch.set_num_threads(1)
     docs = read_corpus(corpus, "test")
-    tagger = TransformerTagger.load(artifact, device="cpu", precision=precision)
+    onnx = precision.startswith("onnx-")
+    tagger = TransformerTagger.load(artifact, device="cpu", precision="fp32" if onnx else precision)
+    if onnx:
+        tagger.net.forward = onnx_forward(tagger, quantize=precision == "onnx-int8")  # type: ignore[method-assign]
     if stride is not None:
         tagger.set_stride(stride)
     texts = [d.text for d in docs]

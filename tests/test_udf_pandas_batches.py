@@ -136,6 +136,7 @@ def test_writer_streams_files_and_loads_the_model_once(
         run_id="r9",
         entities_uri=str(tmp_path / "entities"),
         status_uri=str(tmp_path / "status"),
+        relations_uri=str(tmp_path / "relations"),
     )
     batches = [frame([(f"id{i}", "fever", "tag"), (f"x{i}", "none", "skip")]) for i in range(5)]
     written = pd.concat(list(write_batches(iter(batches), cfg)))

@@ -17,6 +17,10 @@ Operational facts (after Spark's ``predict_batch_udf``/``ModelCache``):
   alone, never truncated.
 - One record's failure never fails the task: it becomes an ``error`` status row whose message
   names the exception type and the note's length, never its text (notes are patient data).
+- Clinical heads (``medner_udf.clinical``: assertion and relations, attached beside the tagger in
+  its artifact) are loaded once per worker with the tagger and applied to each micro-batch's
+  entities; a failure of the heads on one note makes that note an ``error`` row like a tagger
+  failure. An artifact without heads writes null assertions and no relation rows.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -40,12 +44,15 @@ from medner_udf.extraction.schemas import (
     ACTION_NULL_ID,
     ACTION_SKIP,
     ACTION_TAG,
+    ASSERTION_VALUES,
     EMPTY,
     ENTITIES_SCHEMA,
     ENTITIES_TABLE,
     ERROR,
     INPUT_COLUMNS,
     OK,
+    RELATIONS_SCHEMA,
+    RELATIONS_TABLE,
     SKIPPED,
     STATUS_SCHEMA,
     STATUS_TABLE,
@@ -53,6 +60,9 @@ from medner_udf.extraction.schemas import (
 )
 from medner_udf.taggers.base import Tagger
 from medner_udf.text.types import Entity
+
+if TYPE_CHECKING:
+    from medner_udf.clinical.base import ClinicalHeads
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +90,7 @@ class TaskConfig:
     shipped_name: str | None = None
     entities_uri: str | None = None
     status_uri: str | None = None
+    relations_uri: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -143,6 +154,7 @@ class ModelCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Tagger] = {}
+        self._heads: dict[str, ClinicalHeads] = {}
 
     def get(self, artifact: str, device: str) -> Tagger:
         key = (artifact, device)
@@ -164,10 +176,31 @@ class ModelCache:
                 )
             return model
 
+    def heads(self, artifact: str, tagger_labels: Sequence[str]) -> ClinicalHeads:
+        """The assertion and relation heads attached to the artifact (``.empty`` when none), loaded
+        once per process and checked against the tagger's labels (numpy models: no device)."""
+        with self._lock:
+            heads = self._heads.get(artifact)
+            if heads is None:
+                from medner_udf.clinical.base import load_heads
+
+                started = time.perf_counter()
+                heads = load_heads(artifact, tagger_labels)
+                self._heads[artifact] = heads
+                log.info(
+                    "pid %d loaded clinical heads (assertion: %s, relations: %s) in %.2fs",
+                    os.getpid(),
+                    heads.assertion is not None,
+                    heads.relations is not None,
+                    time.perf_counter() - started,
+                )
+            return heads
+
     def clear(self) -> None:
         """Forget every loaded model (the next ``get`` loads again)."""
         with self._lock:
             self._models.clear()
+            self._heads.clear()
 
 
 MODEL_CACHE = ModelCache()
@@ -243,6 +276,9 @@ class TaggedRecords:
 
     status: dict[str, list[Any]]
     entities: dict[str, list[Any]]
+    relations: dict[str, list[Any]] = field(
+        default_factory=lambda: {name: [] for name in RELATIONS_SCHEMA.names}
+    )
 
 
 def _tag_safely(tagger: Tagger, texts: list[str], batch_size: int | None = None) -> list[list[Entity] | str]:
@@ -267,10 +303,78 @@ def _tag_safely(tagger: Tagger, texts: list[str], batch_size: int | None = None)
     return out
 
 
-def tag_records(frame: pd.DataFrame, tagger: Tagger | None, cfg: TaskConfig) -> TaggedRecords:
+@dataclass(frozen=True)
+class Clinical:
+    """What the heads said about one note: an (assertion, score) per entity (None: no assertion
+    model) and relations as (head index, tail index, type, score) into the note's entity list."""
+
+    assertions: list[tuple[str, float]] | None
+    relations: list[tuple[int, int, str, float]]
+
+
+def _run_heads(heads: ClinicalHeads, texts: list[str], entities: list[list[Entity]]) -> list[Clinical]:
+    assertions: list[list[tuple[str, float]] | None] = [None] * len(texts)
+    if heads.assertion is not None:
+        found = heads.assertion.classify(texts, entities)
+        assertions = [[(a.status, float(a.score)) for a in note] for note in found]
+    relations: list[list[tuple[int, int, str, float]]] = [[] for _ in texts]
+    if heads.relations is not None:
+        found_rel = heads.relations.relations(texts, entities)
+        relations = [[(r.head, r.tail, r.type, float(r.score)) for r in note] for note in found_rel]
+    if len(assertions) != len(texts) or len(relations) != len(texts):
+        raise ValueError(f"the heads answered for {len(assertions)}/{len(relations)} of {len(texts)} notes")
+    return [Clinical(a, r) for a, r in zip(assertions, relations, strict=True)]
+
+
+def _check_clinical(entities: Sequence[Entity], result: Clinical) -> str | None:
+    """None when the heads' output fits the note's entities, else a text-free reason."""
+    n = len(entities)
+    if result.assertions is not None:
+        if len(result.assertions) != n:
+            return f"assertion model returned {len(result.assertions)} assertions for {n} entities"
+        for status, score in result.assertions:
+            if status not in ASSERTION_VALUES:
+                return f"assertion model returned status {status!r}, not one of {ASSERTION_VALUES}"
+            if not 0.0 <= score <= 1.0:
+                return f"assertion model returned score {score!r} outside [0, 1]"
+    for head, tail, _, score in result.relations:
+        if not (0 <= head < n and 0 <= tail < n) or head == tail:
+            return f"relation model returned ends {head}, {tail} for a note of {n} entities"
+        if not 0.0 <= score <= 1.0:
+            return f"relation model returned score {score!r} outside [0, 1]"
+    return None
+
+
+def _heads_safely(
+    heads: ClinicalHeads, texts: list[str], entities: list[list[Entity]]
+) -> list[Clinical | str]:
+    """The heads over a micro-batch; if the batch fails, note by note so only the bad ones fail.
+
+    As with the tagger, exception messages are never kept (they may quote the note).
+    """
+    try:
+        return list(_run_heads(heads, texts, entities))
+    except Exception:  # isolate the failing record(s) below
+        log.warning("the clinical heads failed on a batch of %d notes; retrying them one by one", len(texts))
+    out: list[Clinical | str] = []
+    for text, ents in zip(texts, entities, strict=True):
+        try:
+            out.append(_run_heads(heads, [text], [ents])[0])
+        except Exception as exc:  # one bad record must not fail the task
+            out.append(
+                f"{type(exc).__name__} in the assertion/relation models on a note of {len(text)} "
+                f"characters with {len(ents)} entities"
+            )
+    return out
+
+
+def tag_records(
+    frame: pd.DataFrame, tagger: Tagger | None, cfg: TaskConfig, heads: ClinicalHeads | None = None
+) -> TaggedRecords:
     """Decide the status of every row of ``frame`` (columns ``INPUT_COLUMNS``) and tag those to tag.
 
     ``tagger`` may be None when no row has action ``tag`` (the model is then never loaded).
+    ``heads`` (None or empty: none attached) add each entity's assertion and the note's relations.
     """
     missing = [c for c in INPUT_COLUMNS if c not in frame.columns]
     if missing:
@@ -286,6 +390,7 @@ def tag_records(frame: pd.DataFrame, tagger: Tagger | None, cfg: TaskConfig) -> 
     status: list[str] = [""] * n
     errors: list[str | None] = [None] * n
     found: list[list[Entity]] = [[] for _ in range(n)]
+    clinical: list[Clinical | None] = [None] * n
     to_tag: list[int] = []
     for i in range(n):
         action, text = actions[i], texts[i]
@@ -325,6 +430,10 @@ def tag_records(frame: pd.DataFrame, tagger: Tagger | None, cfg: TaskConfig) -> 
                     continue
                 status[i] = OK
                 found[i] = sorted(result, key=lambda e: (e.begin, e.end, e.label))
+            if heads is not None and not heads.empty:
+                _apply_heads(
+                    heads, [i for i in rows if status[i] == OK], texts, found, clinical, status, errors
+                )
 
     ent: dict[str, list[Any]] = {name: [] for name in ENTITIES_SCHEMA.names}
     for i in range(n):
@@ -340,6 +449,15 @@ def tag_records(frame: pd.DataFrame, tagger: Tagger | None, cfg: TaskConfig) -> 
     ent["model_name"] = [cfg.model_name] * n_ent
     ent["model_version"] = [cfg.model_version] * n_ent
     ent["run_id"] = [cfg.run_id] * n_ent
+    for i in range(n):
+        got = clinical[i]
+        if got is not None and got.assertions is not None:
+            ent["assertion"].extend(a for a, _ in got.assertions)
+            ent["assertion_score"].extend(p for _, p in got.assertions)
+        else:
+            ent["assertion"].extend([None] * len(found[i]))
+            ent["assertion_score"].extend([None] * len(found[i]))
+    rel = _relation_columns(record_ids, found, clinical, cfg)
 
     st: dict[str, list[Any]] = {
         "record_id": record_ids,
@@ -352,8 +470,69 @@ def tag_records(frame: pd.DataFrame, tagger: Tagger | None, cfg: TaskConfig) -> 
         "model_version": [cfg.model_version] * n,
         "run_id": [cfg.run_id] * n,
         "run_seq": [cfg.run_seq] * n,
+        "n_relations": [0 if c is None else len(c.relations) for c in clinical],
     }
-    return TaggedRecords(st, ent)
+    return TaggedRecords(st, ent, rel)
+
+
+def _apply_heads(
+    heads: ClinicalHeads,
+    rows: list[int],
+    texts: list[str | None],
+    found: list[list[Entity]],
+    clinical: list[Clinical | None],
+    status: list[str],
+    errors: list[str | None],
+) -> None:
+    """Run the heads over the ok notes ``rows`` of one micro-batch, in place; a note the heads fail
+    on becomes an ``error`` row and keeps none of its entities."""
+    if not rows:
+        return
+    results = _heads_safely(heads, [texts[i] or "" for i in rows], [found[i] for i in rows])
+    for i, result in zip(rows, results, strict=True):
+        problem = result if isinstance(result, str) else _check_clinical(found[i], result)
+        if problem is not None:
+            status[i], errors[i], found[i] = ERROR, problem, []
+            continue
+        assert not isinstance(result, str)
+        clinical[i] = result
+
+
+def _relation_columns(
+    record_ids: list[str | None],
+    found: list[list[Entity]],
+    clinical: list[Clinical | None],
+    cfg: TaskConfig,
+) -> dict[str, list[Any]]:
+    """Relation rows: both ends' span, label and text come from the note's entity rows."""
+    rel: dict[str, list[Any]] = {name: [] for name in RELATIONS_SCHEMA.names}
+    for i, got in enumerate(clinical):
+        if got is None:
+            continue
+        ents = found[i]
+        # One row per key (head span, tail span, type): the best score wins should a model repeat one.
+        best: dict[tuple[int, int, str], float] = {}
+        for head, tail, kind, score in got.relations:
+            key = (head, tail, kind)
+            best[key] = max(score, best.get(key, score))
+        for (head, tail, kind), score in sorted(best.items()):
+            h, t = ents[head], ents[tail]
+            rel["record_id"].append(record_ids[i])
+            rel["head_begin"].append(h.begin)
+            rel["head_end"].append(h.end)
+            rel["head_label"].append(h.label)
+            rel["head_text"].append(h.text)
+            rel["tail_begin"].append(t.begin)
+            rel["tail_end"].append(t.end)
+            rel["tail_label"].append(t.label)
+            rel["tail_text"].append(t.text)
+            rel["type"].append(kind)
+            rel["score"].append(score)
+    n_rel = len(rel["record_id"])
+    rel["model_name"] = [cfg.model_name] * n_rel
+    rel["model_version"] = [cfg.model_version] * n_rel
+    rel["run_id"] = [cfg.run_id] * n_rel
+    return rel
 
 
 def _needs_model(frame: pd.DataFrame) -> bool:
@@ -362,6 +541,10 @@ def _needs_model(frame: pd.DataFrame) -> bool:
 
 def _model_for(cfg: TaskConfig) -> Tagger:
     return MODEL_CACHE.get(resolve_artifact(cfg), task_device())
+
+
+def _heads_for(cfg: TaskConfig, tagger: Tagger) -> ClinicalHeads:
+    return MODEL_CACHE.heads(resolve_artifact(cfg), tagger.entity_types)
 
 
 def tag_frame(frame: pd.DataFrame, cfg: TaskConfig, tagger: Tagger | None = None) -> pd.DataFrame:
@@ -447,23 +630,26 @@ class _StreamingFile:
 
 
 def write_batches(batches: Iterator[pd.DataFrame], cfg: TaskConfig) -> Iterator[pd.DataFrame]:
-    """``mapInPandas`` function: tag every batch, stream entities and status rows into one Parquet
-    file per table for this task, and return the files' metadata (``WRITTEN_FILES_DDL``).
+    """``mapInPandas`` function: tag every batch (and apply the clinical heads attached to the
+    artifact), stream entities, relations and status rows into one Parquet file per table for this task, and return the files' metadata (``WRITTEN_FILES_DDL``).
 
     The files are not part of any table until the driver commits them; a failed or retried task
     leaves only unreferenced files, which readers never see.
     """
-    if cfg.entities_uri is None or cfg.status_uri is None:
-        raise ValueError("write_batches needs cfg.entities_uri and cfg.status_uri")
+    if cfg.entities_uri is None or cfg.status_uri is None or cfg.relations_uri is None:
+        raise ValueError("write_batches needs cfg.entities_uri, cfg.status_uri and cfg.relations_uri")
     ent_file = _StreamingFile(cfg.entities_uri, ENTITIES_TABLE, ENTITIES_SCHEMA, cfg.run_id)
+    rel_file = _StreamingFile(cfg.relations_uri, RELATIONS_TABLE, RELATIONS_SCHEMA, cfg.run_id)
     st_file = _StreamingFile(cfg.status_uri, STATUS_TABLE, STATUS_SCHEMA, cfg.run_id)
     for frame in batches:
         tagger = _model_for(cfg) if _needs_model(frame) else None
-        tagged = tag_records(frame, tagger, cfg)
+        heads = _heads_for(cfg, tagger) if tagger is not None else None
+        tagged = tag_records(frame, tagger, cfg, heads)
         ent_file.write(tagged.entities)
+        rel_file.write(tagged.relations)
         st_file.write(tagged.status)
         del frame, tagged  # drop this batch before the next one arrives
-    written = [info for info in (ent_file.close(), st_file.close()) if info is not None]
+    written = [info for info in (ent_file.close(), rel_file.close(), st_file.close()) if info is not None]
     _release_memory()
     yield pd.DataFrame(written, columns=list(WRITTEN_FILES_COLUMNS))
 

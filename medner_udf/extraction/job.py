@@ -1,4 +1,5 @@
-"""The extraction job: notes table -> entities and record_status tables, incremental and idempotent.
+"""The extraction job: notes table -> entities, relations and record_status tables, incremental and
+idempotent.
 
 ``run_extract`` is the orchestration only; ``medner extract`` and the spark-submit entry point
 (``medner_udf/cli/jobs/extract.py``, wrapped by ``jobs/extract.py``) both call it. The session is
@@ -10,11 +11,12 @@ passed in: this module never creates one. The parts it strings together:
 - ``executor``: tagging and file writing inside the executors (``mapInPandas``);
 - ``tables``: the commits.
 
-**Commits**: one per table, entities first, then record_status, each atomic. Until the first
-commit, both tables are unchanged; if the job died between the two, re-running it heals the tables
-(the changed records are still unmarked in record_status, so they are tagged again). A re-run of
-the same run replaces its old status and entity rows in the same commit, so the tables end as one
-run would leave them. docs/extraction.md has the long form.
+**Commits**: one per table, entities first, then relations, then record_status, each atomic. Until
+the first commit, every table is unchanged; if the job died between two commits, re-running it heals
+the tables (the changed records are still unmarked in record_status, so they are tagged again and
+their entity and relation rows replaced). A re-run of the same run replaces its old status, entity
+and relation rows in the same commits, so the tables end as one run would leave them.
+docs/extraction.md has the long form.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from medner_udf.extraction.planning import (
 from medner_udf.extraction.schemas import (
     ENTITIES_SCHEMA,
     ENTITIES_TABLE,
+    RELATIONS_SCHEMA,
+    RELATIONS_TABLE,
     SKIPPED,
     STATUS_SCHEMA,
     STATUS_TABLE,
@@ -83,9 +87,15 @@ class RunSummary:
     n_input: int
     status_counts: dict[str, int] = field(default_factory=dict)
     n_entities_added: int = 0
+    n_relations_added: int = 0
+    # The clinical heads attached to the artifact ("name/version"), None where none is.
+    heads: dict[str, str | None] = field(default_factory=dict)
     entities_version: int | None = None
+    relations_version: int | None = None
     status_version: int | None = None
     seconds: float = 0.0
+    # Things an operator should know about the run, each said once (no note text).
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +119,33 @@ def _read_new(table: Table, files: list[DataFile], columns: list[str]) -> pa.Tab
     return pa.concat_tables(parts)
 
 
+def _attached_heads(model: str) -> dict[str, str | None]:
+    """Load the heads attached to the artifact on the driver, so that a head whose labels do not
+    cover the tagger's fails here (``LabelMismatchError`` naming both sets) before any Spark work;
+    the executors load their own copies once per worker."""
+    from medner_udf.clinical.base import ASSERTION_DIR, RELATIONS_DIR, load_heads
+
+    heads = load_heads(model)
+    return {
+        task: None if head is None else f"{head.name}/{head.version}"
+        for task, head in ((ASSERTION_DIR, heads.assertion), (RELATIONS_DIR, heads.relations))
+    }
+
+
+def _heads_notes(heads: dict[str, str | None]) -> list[str]:
+    if all(v is None for v in heads.values()):
+        return [
+            "no assertion or relation model is attached to the artifact: assertion columns are null "
+            "and no relations were written (attach them with `medner attach`)"
+        ]
+    return [
+        f"no {task} model is attached to the artifact: "
+        + ("assertion columns are null" if task == "assertion" else "no relations were written")
+        for task, v in heads.items()
+        if v is None
+    ]
+
+
 def run_extract(
     spark: SparkSession,
     settings: ExtractSettings,
@@ -124,12 +161,14 @@ def run_extract(
     started = time.perf_counter()
     check_settings(settings)
     info = read_info(settings.model)
+    heads = _attached_heads(settings.model)
     fmt = resolve_input_format(settings.input, settings.input_format)
     raw = read_notes(spark, settings.input, fmt)
     validate_notes_schema(raw, settings.id_column, settings.text_column)
     n_input = raw.count()
 
     entities = open_table(settings.entities_path, settings.output_format)
+    relations = open_table(settings.relations_path, settings.output_format)
     status = open_table(settings.status_path, settings.output_format)
     previous = _read_table(spark, status)
     if previous is not None:
@@ -159,6 +198,7 @@ def run_extract(
         shipped_name=ship_artifact(spark, settings.model) if settings.ship_artifact else None,
         entities_uri=f"file://{entities.path}",
         status_uri=f"file://{status.path}",
+        relations_uri=f"file://{relations.path}",
     )
     n_parts = _partitions(spark, settings, n_input)
     log.info(
@@ -169,7 +209,7 @@ def run_extract(
         .mapInPandas(functools.partial(write_batches, cfg=cfg), WRITTEN_FILES_DDL)
         .collect()
     )
-    new_files: dict[str, list[DataFile]] = {ENTITIES_TABLE: [], STATUS_TABLE: []}
+    new_files: dict[str, list[DataFile]] = {ENTITIES_TABLE: [], RELATIONS_TABLE: [], STATUS_TABLE: []}
     for row in written:
         new_files[row["table"]].append(
             DataFile(row["path"], int(row["size"]), int(row["num_records"]), int(row["modification_time"]))
@@ -180,15 +220,16 @@ def run_extract(
     if new_status.num_rows != n_input:
         raise LostRecordsError(f"{n_input} input rows but {new_status.num_rows} status rows were written")
 
-    # Entities of this model version to drop: those of every record this run processed (tagged,
-    # empty, failed or duplicated) and, on a re-run, every row the earlier attempt wrote.
+    # Entity and relation rows of this model version to drop: those of every record this run
+    # processed (tagged, empty, failed or duplicated) and, on a re-run, every row the earlier
+    # attempt wrote.
     processed = pc.filter(
         new_status["record_id"],
         pc.and_(pc.not_equal(new_status["status"], SKIPPED), pc.is_valid(new_status["record_id"])),
     )
     processed_set = pa.array(sorted(set(processed.to_pylist())), pa.string())
 
-    def _drop_entities(rows: pa.Table) -> pa.Array:
+    def _drop_record_rows(rows: pa.Table) -> pa.Array:
         same_version = pc.equal(rows["model_version"], info.version)
         hit = pc.or_(pc.is_in(rows["record_id"], value_set=processed_set), pc.equal(rows["run_id"], run_id))
         return pc.fill_null(pc.and_(same_version, hit), False)
@@ -201,8 +242,18 @@ def run_extract(
         plan_row_removal(
             entities,
             ["record_id", "model_version", "run_id"],
-            _drop_entities,
+            _drop_record_rows,
             ENTITIES_SCHEMA,
+            f"part-{run_id}-cow",
+        )
+    )
+    rel_changes = Changes(adds=list(new_files[RELATIONS_TABLE]))
+    rel_changes.extend(
+        plan_row_removal(
+            relations,
+            ["record_id", "model_version", "run_id"],
+            _drop_record_rows,
+            RELATIONS_SCHEMA,
             f"part-{run_id}-cow",
         )
     )
@@ -212,7 +263,10 @@ def run_extract(
     if before_commit is not None:
         before_commit()
     meta = {"medner.run_id": run_id, "medner.model_version": info.version, "medner.run_seq": str(run_seq)}
+    for table, schema in ((entities, ENTITIES_SCHEMA), (status, STATUS_SCHEMA)):
+        table.add_columns(schema)  # tables written before issue 11 gain its columns (null)
     entities.commit(ent_changes, ENTITIES_SCHEMA, meta)
+    relations.commit(rel_changes, RELATIONS_SCHEMA, meta)
     status.commit(st_changes, STATUS_SCHEMA, meta)
 
     counts = Counter(new_status["status"].to_pylist())
@@ -225,9 +279,15 @@ def run_extract(
         n_input=n_input,
         status_counts={s: counts.get(s, 0) for s in STATUSES},
         n_entities_added=sum(f.num_records for f in new_files[ENTITIES_TABLE]),
+        n_relations_added=sum(f.num_records for f in new_files[RELATIONS_TABLE]),
+        heads=heads,
         entities_version=entities.version(),
+        relations_version=relations.version(),
         status_version=status.version(),
         seconds=round(time.perf_counter() - started, 3),
+        notes=_heads_notes(heads),
     )
+    for note in summary.notes:
+        log.warning("run %s: %s", run_id, note)
     log.info("run %s done: %s", run_id, summary.as_dict())
     return summary

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from medner_udf.extraction.schemas import ENTITIES_TABLE, OK, STATUS_TABLE
+from medner_udf.extraction.schemas import ASSERTION_VALUES, ENTITIES_TABLE, OK, RELATIONS_TABLE, STATUS_TABLE
 from medner_udf.extraction.tables import detect_format, open_table
 from medner_udf.taggers.artifact import read_info
 
@@ -36,7 +36,11 @@ def check_run_quality(output: str, run_id: str, model: str, n_input: int | None 
     Checks: the run has status rows (as many as ``n_input`` input rows when given); each entity's
     offsets lie within its note (``0 <= begin < end <= n_chars``, ``len(text) == end - begin``);
     labels are among the model's entity types; scores lie in [0, 1]; every entity belongs to a
-    record whose status row in this run says ``ok``. Messages hold counts and ids, never note text.
+    record whose status row in this run says ``ok``; ``assertion`` is null or one of
+    ``ASSERTION_VALUES``, with a score in [0, 1] exactly when it is set; every relation's head and
+    tail are entity rows (span and label) of the same record and run, its score in [0, 1], and each
+    record's relation count matches its status row. Messages hold counts and ids, never note text.
+    A table written before the relations existed (no ``relations`` table) passes those checks.
     """
     info = read_info(model)
     for name in (STATUS_TABLE, ENTITIES_TABLE):
@@ -50,6 +54,8 @@ def check_run_quality(output: str, run_id: str, model: str, n_input: int | None 
     if n_input is not None and status.num_rows != n_input:
         problems.append(f"run {run_id}: {n_input} input rows but {status.num_rows} status rows")
     ents = _run_rows(output, ENTITIES_TABLE, run_id)
+    rels = _run_rows(output, RELATIONS_TABLE, run_id)
+    problems += _relation_problems(run_id, status, ents, rels)
     if ents is None or ents.num_rows == 0:
         return problems
     n_chars = {
@@ -83,4 +89,76 @@ def check_run_quality(output: str, run_id: str, model: str, n_input: int | None 
         problems.append(f"run {run_id}: labels outside the model's set: {dict(bad_labels)}")
     if bad_scores:
         problems.append(f"run {run_id}: {bad_scores} scores outside [0, 1]")
+    problems += _assertion_problems(run_id, ents)
+    return problems
+
+
+def _assertion_problems(run_id: str, ents: pa.Table) -> list[str]:
+    if "assertion" not in ents.column_names:
+        return []
+    bad_values: Counter[str] = Counter()
+    bad_scores = 0
+    for value, score in zip(ents["assertion"].to_pylist(), ents["assertion_score"].to_pylist(), strict=True):
+        if value is not None and value not in ASSERTION_VALUES:
+            bad_values[value] += 1
+        if (value is None) != (score is None) or (score is not None and not 0.0 <= score <= 1.0):
+            bad_scores += 1
+    problems = []
+    if bad_values:
+        problems.append(f"run {run_id}: assertions outside {list(ASSERTION_VALUES)}: {dict(bad_values)}")
+    if bad_scores:
+        problems.append(
+            f"run {run_id}: {bad_scores} assertion scores outside [0, 1] or not matching their assertion"
+        )
+    return problems
+
+
+def _relation_problems(
+    run_id: str, status: pa.Table, ents: pa.Table | None, rels: pa.Table | None
+) -> list[str]:
+    """Every relation's ends are entities (span and label) of the same record and run; scores in
+    [0, 1]; each record's ``n_relations`` (when the status table has it) counts its rows."""
+    spans: set[tuple[str, int, int, str]] = set()
+    if ents is not None:
+        spans = set(zip(*(ents[c].to_pylist() for c in ("record_id", "begin", "end", "label")), strict=True))
+    per_record: Counter[str] = Counter()
+    dangling, bad_scores = 0, 0
+    if rels is not None:
+        columns = (
+            "record_id",
+            "head_begin",
+            "head_end",
+            "head_label",
+            "tail_begin",
+            "tail_end",
+            "tail_label",
+        )
+        for rid, hb, he, hl, tb, te, tl, score in zip(
+            *(rels[c].to_pylist() for c in (*columns, "score")), strict=True
+        ):
+            per_record[rid] += 1
+            if (rid, hb, he, hl) not in spans or (rid, tb, te, tl) not in spans:
+                dangling += 1
+            if score is None or not 0.0 <= score <= 1.0:
+                bad_scores += 1
+    problems = []
+    if dangling:
+        problems.append(
+            f"run {run_id}: {dangling} relations whose head or tail is not an entity of the same record and run"
+        )
+    if bad_scores:
+        problems.append(f"run {run_id}: {bad_scores} relation scores outside [0, 1]")
+    if "n_relations" in status.column_names:
+        counted = {
+            r: n or 0
+            for r, n in zip(status["record_id"].to_pylist(), status["n_relations"].to_pylist(), strict=True)
+        }
+        wrong = sorted(
+            str(r) for r in set(counted) | set(per_record) if counted.get(r, 0) != per_record.get(r, 0)
+        )
+        if wrong:
+            problems.append(
+                f"run {run_id}: {len(wrong)} records whose n_relations differs from their relation rows: "
+                f"{wrong[:5]}"
+            )
     return problems

@@ -20,7 +20,10 @@ STATUSES = (OK, EMPTY, SKIPPED, ERROR)
 ACTION_TAG, ACTION_SKIP, ACTION_DUPLICATE, ACTION_NULL_ID = "tag", "skip", "duplicate", "null_id"
 ACTIONS = (ACTION_TAG, ACTION_SKIP, ACTION_DUPLICATE, ACTION_NULL_ID)
 
-ENTITIES_TABLE, STATUS_TABLE = "entities", "record_status"
+ENTITIES_TABLE, STATUS_TABLE, RELATIONS_TABLE = "entities", "record_status", "relations"
+
+# Assertion statuses of an entity (docs/clinical.md); null when no assertion model is attached.
+ASSERTION_VALUES = ("present", "absent", "possible")
 
 # Columns of the frames the driver sends to the executors.
 INPUT_COLUMNS = ("record_id", "text", "note_hash", "action", "n_rows")
@@ -56,6 +59,9 @@ ENTITIES_SCHEMA = pa.schema(
         ("model_name", pa.string()),
         ("model_version", pa.string()),
         ("run_id", pa.string()),
+        # Added by issue 11 at the end, so files written before it read with these columns null.
+        ("assertion", pa.string()),
+        ("assertion_score", pa.float64()),
     ]
 )
 STATUS_SCHEMA = pa.schema(
@@ -70,9 +76,35 @@ STATUS_SCHEMA = pa.schema(
         ("model_version", pa.string()),
         ("run_id", pa.string()),
         ("run_seq", pa.int64()),
+        ("n_relations", pa.int32()),  # relations written for it in this run (issue 11)
     ]
 )
-TABLE_SCHEMAS = {ENTITIES_TABLE: ENTITIES_SCHEMA, STATUS_TABLE: STATUS_SCHEMA}
+# One row per predicted relation between two entities of the same record and run; head = brat's
+# Arg1 (the modifier of MODIFY, the sub-procedure of SUB_PROCEDURE). Key: (record_id,
+# model_version, head_begin, head_end, head_label, tail_begin, tail_end, tail_label, type).
+RELATIONS_SCHEMA = pa.schema(
+    [
+        ("record_id", pa.string()),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("run_id", pa.string()),
+        ("head_begin", pa.int32()),
+        ("head_end", pa.int32()),
+        ("head_label", pa.string()),
+        ("head_text", pa.string()),
+        ("tail_begin", pa.int32()),
+        ("tail_end", pa.int32()),
+        ("tail_label", pa.string()),
+        ("tail_text", pa.string()),
+        ("type", pa.string()),
+        ("score", pa.float64()),
+    ]
+)
+TABLE_SCHEMAS = {
+    ENTITIES_TABLE: ENTITIES_SCHEMA,
+    STATUS_TABLE: STATUS_SCHEMA,
+    RELATIONS_TABLE: RELATIONS_SCHEMA,
+}
 
 # What each writing task returns to the driver: one row per file it wrote.
 WRITTEN_FILES_COLUMNS = ("table", "path", "size", "num_records", "modification_time")

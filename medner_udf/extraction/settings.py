@@ -16,7 +16,7 @@ from typing import Any
 
 from medner_udf.config import conf_file, load_settings, load_toml
 from medner_udf.errors import MednerUsageError
-from medner_udf.extraction.schemas import ENTITIES_TABLE, STATUS_TABLE
+from medner_udf.extraction.schemas import ENTITIES_TABLE, RELATIONS_TABLE, STATUS_TABLE
 from medner_udf.extraction.tables import FORMATS, detect_format
 from medner_udf.taggers.artifact import read_info
 
@@ -57,6 +57,10 @@ class ExtractSettings:
     @property
     def status_path(self) -> str:
         return str(Path(self.output) / STATUS_TABLE)
+
+    @property
+    def relations_path(self) -> str:
+        return str(Path(self.output) / RELATIONS_TABLE)
 
 
 def load_extract_settings(conf: str | Path | None, flags: Mapping[str, Any]) -> ExtractSettings:
@@ -105,7 +109,7 @@ def check_settings(s: ExtractSettings) -> None:
     out = Path(s.output)
     if out.exists() and not out.is_dir():
         raise ExtractError(f"output {s.output} exists and is not a folder")
-    for path in (s.entities_path, s.status_path):
+    for path in (s.entities_path, s.relations_path, s.status_path):
         found = detect_format(path)
         if found is not None and found != s.output_format:
             raise ExtractError(

@@ -103,12 +103,19 @@ class Table(ABC):
         """Absolute URIs of the live data files: what Spark or pyarrow should read."""
         return [f"file://{self.path}/{p}" for p in self.files()]
 
+    def add_columns(self, schema: pa.Schema) -> list[str]:
+        """Give an existing table the columns of ``schema`` it lacks (nullable, at the end); their
+        names. Files written before read them as null. Parquet tables need nothing: each commit
+        writes the schema into the manifest and readers pass the schema they expect."""
+        return []
+
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         """All live rows as one Arrow table (small tables and tests; Spark reads ``file_uris``)."""
         parts = [pq.read_table(os.path.join(self.path, p), columns=columns) for p in self.files()]
         if not parts:
             raise TableError(f"table {self.path} has no data files")
-        return pa.concat_tables(parts)
+        # Files from before a column was added lack it: promotion fills it with nulls.
+        return pa.concat_tables(parts, promote_options="default")
 
     def new_file_path(self, prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex}.zstd.parquet"
@@ -142,6 +149,21 @@ class DeltaTableStore(Table):
 
     def version(self) -> int | None:
         return int(self._dt().version()) if self.exists() else None
+
+    def add_columns(self, schema: pa.Schema) -> list[str]:
+        # A metadata-only Delta commit (``ALTER TABLE ADD COLUMNS``), once in a table's life: the
+        # data commit that follows cannot change the schema (create_write_transaction keeps it).
+        from deltalake import Schema
+
+        if not self.exists():
+            return []
+        dt = self._dt()
+        have = set(dt.schema().to_arrow().names)
+        missing = [f for f in schema if f.name not in have]
+        if missing:
+            dt.alter.add_columns(Schema.from_arrow(pa.schema(missing)).fields)
+            log.info("table %s: added columns %s", self.path, [f.name for f in missing])
+        return [f.name for f in missing]
 
     def commit(self, changes: Changes, schema: pa.Schema, metadata: dict[str, str]) -> None:
         from deltalake import CommitProperties, Schema

@@ -77,3 +77,24 @@ def test_parquet_manifest_rejects_unknown_files(tmp_path: Path) -> None:
         table.commit(Changes(removes=["never.parquet"]), SCHEMA, {})
     with pytest.raises(TableError, match="'csv'"):
         open_table(tmp_path / "c", "csv")
+
+
+@pytest.mark.parametrize("fmt", ["delta", "parquet"])
+def test_a_table_from_before_a_new_column_gains_it_and_old_rows_read_null(tmp_path: Path, fmt: str) -> None:
+    wider = pa.schema([*SCHEMA, ("assertion", pa.string())])
+    table = open_table(tmp_path / "t", fmt)
+    table.commit(Changes(adds=[put(tmp_path / "t", "old.parquet", ["a", "b"])]), SCHEMA, {})
+    added = table.add_columns(wider)
+    assert added == (["assertion"] if fmt == "delta" else [])
+    assert table.add_columns(wider) == []  # once only
+    new = pa.table({"record_id": ["c"], "n": [9], "assertion": ["absent"]}, schema=wider)
+    pq.write_table(new, tmp_path / "t" / "new.parquet")
+    size = os.path.getsize(tmp_path / "t" / "new.parquet")
+    table.commit(Changes(adds=[DataFile("new.parquet", size, 1, int(time.time() * 1000))]), wider, {})
+    rows = table.read().sort_by("record_id").to_pydict()
+    assert rows["assertion"] == [None, None, "absent"]
+    if fmt == "delta":
+        dt = DeltaTable(str(tmp_path / "t"))
+        assert dt.schema().to_arrow().names == ["record_id", "n", "assertion"]
+        got = dt.to_pyarrow_table().sort_by("record_id").column("assertion").to_pylist()
+        assert got == [None, None, "absent"]

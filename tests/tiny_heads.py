@@ -3,7 +3,9 @@
 The notes use the test gazetteer's terms and labels (tests/spark/conftest.py ``TERMS``), so heads
 trained here attach to that gazetteer (their labels cover its labels) and the job's tests can state
 exactly what the heads say: "No fever." is absent, "Possible fever." possible, "fever of 38.5"
-gives 38.5 MODIFY fever and "a mass in the liver" liver MODIFY mass.
+gives 38.5 MODIFY fever, "a mass in the liver" liver MODIFY mass, "Hemoglobin was 9.1 g/dL." the
+value MODIFY its test, "Aspirin 81 mg was given orally." dosage and route MODIFY the medication, and
+"Laparoscopy with biopsy." biopsy SUB_PROCEDURE laparoscopy (``SQL_TERMS`` tag those).
 """
 
 from __future__ import annotations
@@ -18,6 +20,24 @@ from medner_udf.clinical.relations import RelationExtractor
 from medner_udf.corpus.maccrobat import Document, Relation
 from medner_udf.text.types import Span
 from medner_udf.training.clinical import LinearFit, train_assertion, train_relations
+
+# A gazetteer's terms for the clinical SQL questions (README): the test gazetteer's and more.
+SQL_TERMS = [
+    ("chest pain", "Sign_symptom"),
+    ("fever", "Sign_symptom"),
+    ("aspirin", "Medication"),
+    ("CT", "Diagnostic_procedure"),
+    ("mass", "Sign_symptom"),
+    ("liver", "Biological_structure"),
+    ("man", "Sex"),
+    ("38.5", "Lab_value"),
+    ("hemoglobin", "Diagnostic_procedure"),
+    ("9.1 g/dL", "Lab_value"),
+    ("81 mg", "Dosage"),
+    ("orally", "Administration"),
+    ("laparoscopy", "Therapeutic_procedure"),
+    ("biopsy", "Diagnostic_procedure"),
+]
 
 FIT = LinearFit(c=10.0, min_feature_count=1, min_word_count=1)
 SYMPTOMS = ["fever", "chest pain", "mass"]
@@ -46,6 +66,35 @@ LINES: list[tuple[list[Piece], list[tuple[int, int, str]]]] = [
         [(1, 0, "MODIFY")],
     ),
     ([("Aspirin", "Medication", "present"), " was given."], []),
+    (
+        [
+            ("Hemoglobin", "Diagnostic_procedure", "present"),
+            " was ",
+            ("9.1 g/dL", "Lab_value", "present"),
+            ".",
+        ],
+        [(1, 0, "MODIFY")],
+    ),
+    (
+        [
+            ("Aspirin", "Medication", "present"),
+            " ",
+            ("81 mg", "Dosage", "present"),
+            " was given ",
+            ("orally", "Administration", "present"),
+            ".",
+        ],
+        [(1, 0, "MODIFY"), (2, 0, "MODIFY")],
+    ),
+    (
+        [
+            ("Laparoscopy", "Therapeutic_procedure", "present"),
+            " with ",
+            ("biopsy", "Diagnostic_procedure", "present"),
+            ".",
+        ],
+        [(1, 0, "SUB_PROCEDURE")],
+    ),
 ]
 
 

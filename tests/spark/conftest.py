@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from fake_taggers import MODULE as FAKE_TAGGERS_MODULE
+from tiny_heads import SQL_TERMS, attach_tiny_heads
 
 from medner_udf.extraction.session import build_session
 from medner_udf.taggers.base import TAGGERS
@@ -65,8 +66,10 @@ def spark() -> Iterator[Any]:
     session.stop()
 
 
-def make_gazetteer(folder: Path, version: str = "1") -> Path:
-    GazetteerTagger.from_terms(TERMS, name="testgaz", version=version).save(folder)
+def make_gazetteer(
+    folder: Path, version: str = "1", terms: list[tuple[str, str]] = TERMS, name: str = "testgaz"
+) -> Path:
+    GazetteerTagger.from_terms(terms, name=name, version=version).save(folder)
     return folder
 
 
@@ -79,3 +82,18 @@ def gazetteer_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def gazetteer_factory(tmp_path: Path) -> Callable[[str], Path]:
     """Makes the test gazetteer under another version (a new model version of the same model)."""
     return lambda version: make_gazetteer(tmp_path / "models" / "testgaz" / version, version=version)
+
+
+@pytest.fixture(scope="session")
+def clinical_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test gazetteer with tiny assertion and relation heads attached (tests/tiny_heads.py)."""
+    root = tmp_path_factory.mktemp("clinical")
+    return attach_tiny_heads(make_gazetteer(root / "testgaz" / "1"), root / "heads")
+
+
+@pytest.fixture(scope="session")
+def clinical_sql_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A gazetteer of ``SQL_TERMS`` (dosages, routes, lab tests, sub-procedures) with the tiny heads."""
+    root = tmp_path_factory.mktemp("clinical-sql")
+    tagger = make_gazetteer(root / "sqlgaz" / "1", terms=SQL_TERMS, name="sqlgaz")
+    return attach_tiny_heads(tagger, root / "heads")

@@ -1,4 +1,4 @@
-"""SQL over the job's tables: register ``entities`` and ``record_status`` as Spark temp views.
+"""SQL over the job's tables: register ``entities``, ``relations`` and ``record_status`` as Spark temp views.
 
 Delta tables are read through their log (``DeltaTable(path).file_uris()``: the live files only),
 Parquet tables through their manifest; never the raw folder, which also holds removed and
@@ -30,10 +30,12 @@ def table_frame(spark: SparkSession, path: str | Path, name: str) -> DataFrame:
 
 
 def register_tables(spark: SparkSession, output: str | Path) -> dict[str, int]:
-    """Register ``entities`` and ``record_status`` from the job's output folder as temp views.
+    """Register ``entities``, ``relations`` and ``record_status`` from the job's output folder as
+    temp views (an absent table, e.g. ``relations`` of an output written before it existed, is an
+    empty view).
 
     Returns the number of live files behind each view. Raises TableError when the folder holds
-    neither table.
+    none of the tables.
     """
     out = Path(output)
     found = {name: detect_format(out / name) for name in VIEWS}

@@ -2,10 +2,16 @@
 
 1. Find the newest trained model under ``models/`` (the full model if one was trained, else the
    quick demo model), training the quick demo profile of ``conf/train.toml`` if there is none.
+   When that model has no assertion or relation head attached, attach the newest trained ones
+   (``models/maccrobat-assertion``, ``models/maccrobat-relations``), training them first with the
+   ``[assertion]`` and ``[relations]`` profiles if there are none (linear models: about a minute).
+   A model given with ``--model`` is used as it is.
 2. Build a notes table (Parquet: ``record_id``, ``text``) from the corpus texts.
 3. spark-submit the package's extraction script (``medner_udf/cli/jobs/extract.py``) on
-   ``local[2]``: Delta tables under ``out/demo/warehouse``.
-4. Print the answer to a sample SQL query over the entities table.
+   ``local[2]``: Delta tables under ``out/demo/warehouse`` (entities, relations, record_status).
+   Right after heads were attached the run is ``--full``: the model version is unchanged, so an
+   incremental run would skip the notes an earlier demo tagged without them.
+4. Print the answers to sample SQL queries over the tables.
 
 Paths are relative to the working directory (``models/``, ``out/demo``), so an installed medner
 runs it anywhere; ``make demo`` runs it from the checkout.
@@ -19,12 +25,14 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medner_udf.clinical.base import ASSERTION_DIR, HEAD_DIRS, RELATIONS_DIR, attach
 from medner_udf.corpus.maccrobat import corpus_path, read_corpus
 
 log = logging.getLogger("medner.demo")
@@ -35,6 +43,17 @@ SAMPLE_QUERY = """
 SELECT label, count(*) AS mentions, count(DISTINCT record_id) AS notes, round(avg(score), 3) AS mean_score
 FROM entities GROUP BY label ORDER BY mentions DESC LIMIT 12
 """
+CLINICAL_QUERIES = (
+    """
+SELECT label, count_if(assertion = 'present') AS present, count_if(assertion = 'absent') AS absent,
+       count_if(assertion = 'possible') AS possible
+FROM entities WHERE label IN ('Sign_symptom', 'Disease_disorder') GROUP BY label ORDER BY label
+""",
+    """
+SELECT type, head_label, tail_label, count(*) AS relations FROM relations
+GROUP BY type, head_label, tail_label ORDER BY relations DESC LIMIT 8
+""",
+)
 
 
 def newest_artifact(models_dir: Path, name: str) -> Path | None:
@@ -57,6 +76,39 @@ def ensure_model(models_dir: Path, corpus: Path) -> Path:
             return found
     log.info("no model yet: training the quick demo profile (%s)", QUICK_PROFILE)
     return train(settings).artifact_dir
+
+
+def ensure_heads(
+    model: Path, models_dir: Path, corpus: Path, overrides: Mapping[str, str] | None = None
+) -> bool:
+    """Attach assertion and relation heads to ``model`` where it has none: the newest trained ones
+    under ``models_dir``, trained first (``[assertion]``/``[relations]`` of conf/train.toml, with
+    ``overrides``) when there are none. True when something was attached."""
+    from medner_udf.training.base import load_train_settings
+    from medner_udf.training.loop import train
+
+    missing = [task for task in HEAD_DIRS if not (model / task / "artifact.json").is_file()]
+    sources: dict[str, Path] = {}
+    for task in missing:
+        settings = load_train_settings(
+            None,
+            profile=task,
+            overrides={
+                "data.corpus": str(corpus),
+                "run.output_dir": str(models_dir),
+                **(overrides or {}),
+            },
+        )
+        found = newest_artifact(models_dir, settings.run.name)
+        if found is None:
+            log.info("no %s model yet: training profile [%s]", task, task)
+            found = train(settings).artifact_dir
+        sources[task] = found
+    if not sources:
+        return False
+    attach(model, assertion=sources.get(ASSERTION_DIR), relations=sources.get(RELATIONS_DIR))
+    log.info("attached %s to %s", ", ".join(f"{t} {p}" for t, p in sources.items()), model)
+    return True
 
 
 def write_notes_table(corpus: Path, path: Path) -> int:
@@ -89,7 +141,10 @@ def write_notes_table(corpus: Path, path: Path) -> int:
 def demo(corpus: Path | None, out: Path, model: Path | None, models_dir: Path) -> None:
     """The main job end to end on local Spark: notes table, spark-submit extraction, a SQL answer."""
     corpus = corpus_path(corpus)
-    model = model or ensure_model(models_dir, corpus)
+    attached = False
+    if model is None:
+        model = ensure_model(models_dir, corpus)
+        attached = ensure_heads(model, models_dir, corpus)
     notes = out / "notes"
     warehouse = out / "warehouse"
     n = write_notes_table(corpus, notes)
@@ -110,6 +165,7 @@ def demo(corpus: Path | None, out: Path, model: Path | None, models_dir: Path) -
             str(model),
             "--output-format",
             "delta",
+            *(["--full"] if attached else []),
         ],
         master="local[2]",
         conf={"spark.driver.memory": "2g", "spark.log.level": "WARN"},
@@ -126,12 +182,15 @@ def demo(corpus: Path | None, out: Path, model: Path | None, models_dir: Path) -
     try:
         print("\nSQL> " + " ".join(SAMPLE_QUERY.split()))
         run_sql(spark, warehouse, SAMPLE_QUERY).show(truncate=False)
+        for query in CLINICAL_QUERIES:
+            print("SQL> " + " ".join(query.split()))
+            run_sql(spark, warehouse, query).show(truncate=False)
         run_sql(
             spark, warehouse, "SELECT status, count(*) AS records FROM record_status GROUP BY status"
         ).show()
     finally:
         spark.stop()
-    print(f"tables: {warehouse}/entities and {warehouse}/record_status (Delta)")
+    print(f"tables: {warehouse}/entities, {warehouse}/relations and {warehouse}/record_status (Delta)")
 
 
 if __name__ == "__main__":

@@ -212,3 +212,33 @@ def test_a_note_with_thousands_of_mentions_gives_bounded_relations(heads: Clinic
     assert ((modify.head_text == "liver") & (modify.tail_text == "mass")).sum() == n_lines
     assert int(status.n_relations[0]) == len(rels)
     assert seconds < 120
+
+
+def test_the_driver_refuses_heads_that_do_not_know_the_tagger_labels(tmp_path: Path) -> None:
+    import shutil
+
+    from medner_udf.clinical.base import LabelMismatchError
+    from medner_udf.extraction.job import _attached_heads
+
+    tagger = GazetteerTagger.from_terms([*TERMS, ("ache", "Weird_label")], name="w", version="1")
+    model = tagger.save(tmp_path / "model")
+    assert _attached_heads(str(model)) == {"assertion": None, "relations": None}
+    _, relations = train_tiny_heads()
+    # Copied by hand: `medner attach` would refuse it, an old or hand-edited artifact may not.
+    shutil.copytree(relations.save(tmp_path / "r"), model / "relations")
+    with pytest.raises(LabelMismatchError) as info:
+        _attached_heads(str(model))
+    message = str(info.value)
+    assert "unknown to the relations model: ['Weird_label']" in message
+    assert "'Lab_value'" in message and "'Weird_label'" in message  # both label sets named
+
+
+def test_the_run_summary_says_once_which_heads_are_missing() -> None:
+    from medner_udf.extraction.job import _heads_notes
+
+    assert _heads_notes({"assertion": "a/1", "relations": "r/1"}) == []
+    (only,) = _heads_notes({"assertion": None, "relations": None})
+    assert "no assertion or relation model" in only and "no relations were written" in only
+    assert _heads_notes({"assertion": "a/1", "relations": None}) == [
+        "no relations model is attached to the artifact: no relations were written"
+    ]

@@ -92,7 +92,7 @@ def test_clean_run_passes_and_each_broken_contract_is_reported(tmp_path: Path) -
 
 
 def relation(
-    rid: str, head: tuple[int, int, str], tail: tuple[int, int, str], score: float = 0.9
+    rid: str, head: tuple[int, int, str], tail: tuple[int, int, str], score: float = 0.9, kind: str = "MODIFY"
 ) -> dict[str, Any]:
     return {
         "record_id": rid,
@@ -107,7 +107,7 @@ def relation(
         "tail_end": tail[1],
         "tail_label": tail[2],
         "tail_text": "x" * (tail[1] - tail[0]),
-        "type": "MODIFY",
+        "type": kind,
         "score": score,
     }
 
@@ -135,14 +135,23 @@ def test_assertion_columns_and_relation_ends_are_checked(tmp_path: Path) -> None
         RELATIONS_SCHEMA,
         [
             relation("a", value, fever),
-            relation("a", value, (0, 5, "Lab_value"), 1.5),
+            relation("a", value, (0, 5, "Lab_value"), 1.5, kind="TREATS"),
             relation("b", value, fever),
         ],
     )
     assert check_run_quality(str(bad), "r1", str(model), n_input=1) == [
         "run r1: 2 relations whose head or tail is not an entity of the same record and run",
         "run r1: 1 relation scores outside [0, 1]",
+        "run r1: relation types outside ['MODIFY', 'SUB_PROCEDURE', 'IDENTICAL', 'BEFORE', 'AFTER', 'CAUSE']: "
+        "{'TREATS': 1}",
         "run r1: 2 records whose n_relations differs from their relation rows: ['a', 'b']",
         "run r1: assertions outside ['present', 'absent', 'possible']: {'negated': 1}",
         "run r1: 1 assertion scores outside [0, 1] or not matching their assertion",
     ]
+
+
+def test_the_gate_knows_the_relation_types_the_model_writes() -> None:
+    from medner_udf.clinical.relations import RELATION_TYPES as MODEL_TYPES
+    from medner_udf.extraction.schemas import RELATION_TYPES
+
+    assert RELATION_TYPES == MODEL_TYPES

@@ -11,7 +11,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from medner_udf.extraction.schemas import ASSERTION_VALUES, ENTITIES_TABLE, OK, RELATIONS_TABLE, STATUS_TABLE
+from medner_udf.extraction.schemas import (
+    ASSERTION_VALUES,
+    ENTITIES_TABLE,
+    OK,
+    RELATION_TYPES,
+    RELATIONS_TABLE,
+    STATUS_TABLE,
+)
 from medner_udf.extraction.tables import detect_format, open_table
 from medner_udf.taggers.artifact import read_info
 
@@ -123,6 +130,7 @@ def _relation_problems(
         spans = set(zip(*(ents[c].to_pylist() for c in ("record_id", "begin", "end", "label")), strict=True))
     per_record: Counter[str] = Counter()
     dangling, bad_scores = 0, 0
+    bad_types: Counter[str] = Counter()
     if rels is not None:
         columns = (
             "record_id",
@@ -141,6 +149,7 @@ def _relation_problems(
                 dangling += 1
             if score is None or not 0.0 <= score <= 1.0:
                 bad_scores += 1
+        bad_types.update(t for t in rels["type"].to_pylist() if t not in RELATION_TYPES)
     problems = []
     if dangling:
         problems.append(
@@ -148,6 +157,8 @@ def _relation_problems(
         )
     if bad_scores:
         problems.append(f"run {run_id}: {bad_scores} relation scores outside [0, 1]")
+    if bad_types:
+        problems.append(f"run {run_id}: relation types outside {list(RELATION_TYPES)}: {dict(bad_types)}")
     if "n_relations" in status.column_names:
         counted = {
             r: n or 0

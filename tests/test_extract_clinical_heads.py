@@ -211,7 +211,9 @@ def test_a_note_with_thousands_of_mentions_gives_bounded_relations(heads: Clinic
     modify = rels[rels.type == "MODIFY"]
     assert ((modify.head_text == "liver") & (modify.tail_text == "mass")).sum() == n_lines
     assert int(status.n_relations[0]) == len(rels)
-    assert seconds < 120
+    # About 17 s here when the machine is quiet; a quadratic pairing of 50,000 mentions (1.25e9
+    # pairs) would not finish at all. Generous, because this shared machine is at times 10x slower.
+    assert seconds < 600
 
 
 def test_the_driver_refuses_heads_that_do_not_know_the_tagger_labels(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import medner_udf.taggers.transformer as transformer_module
 from medner_udf.corpus.maccrobat import Document
 from medner_udf.models.transformer import TransformerConfig
 from medner_udf.taggers.artifact import ArtifactError
@@ -396,7 +397,9 @@ def test_transformer_alignment_with_minilm_on_the_corpus(corpus_docs: list[Docum
         assert note.piece_ids.tolist() == ids and note.first_piece.tolist() == first, doc.doc_id
 
 
-def test_transformer_cpu_precisions(fitted_bert: TransformerTagger, tmp_path: Path) -> None:
+def test_transformer_cpu_precisions(
+    fitted_bert: TransformerTagger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     texts = [make_doc("d1", SENTENCES).text, "CT showed a mass in the liver."]
     fp32 = fitted_bert.tag(texts)
     folder = fitted_bert.save(tmp_path / "art")
@@ -415,4 +418,10 @@ def test_transformer_cpu_precisions(fitted_bert: TransformerTagger, tmp_path: Pa
     # The artifact's own default applies when it loads on a CPU.
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "cpu_precision": "bf16"}))
+    monkeypatch.setattr(transformer_module, "native_bf16", lambda: True)
     assert TransformerTagger.load(folder, device="cpu").precision == "bf16"
+    # ... unless the CPU would only emulate bf16 (7x slower than fp32 on an AVX2 machine); an
+    # explicit request still stands.
+    monkeypatch.setattr(transformer_module, "native_bf16", lambda: False)
+    assert TransformerTagger.load(folder, device="cpu").precision == "fp32"
+    assert TransformerTagger.load(folder, device="cpu", precision="bf16").precision == "bf16"

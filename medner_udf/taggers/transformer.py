@@ -40,6 +40,14 @@ from medner_udf.text.tokens import segment_bounds, token_bounds
 
 log = logging.getLogger(__name__)
 
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX-512 BF16 or AMX tiles)."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
 KIND = "transformer"
 TOKENIZER_DIR = "tokenizer"
 _DECODE_BATCH = 16  # notes per Viterbi / forward-backward pass
@@ -316,6 +324,11 @@ class TransformerTagger(NeuralTagger):
         ``cpu_precision``."""
         tagger = super().load(directory, device)
         chosen = precision or tagger.config.cpu_precision
+        if precision is None and chosen == "bf16" and not native_bf16():
+            # Without AVX-512 BF16 or AMX, bf16 matrix products are emulated and run several
+            # times slower than fp32 (docs/models.md, "CPU precision"); an explicit request stands.
+            log.info("this CPU has no native bf16 (AVX-512 BF16 or AMX): the encoder runs in fp32")
+            chosen = "fp32"
         if tagger.device.type == "cpu" and chosen != "fp32":
             tagger.set_precision(chosen)
         return tagger

@@ -17,8 +17,10 @@ here writes, creates a session or loads a model; ``job.run_extract`` strings the
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from medner_udf.extraction.schemas import (
     ACTION_DUPLICATE,
@@ -31,8 +33,10 @@ from medner_udf.extraction.schemas import (
     SKIPPED,
 )
 from medner_udf.extraction.settings import ExtractError
+from medner_udf.extraction.storage import delta_options, list_files, location
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
 _ID_TYPES = ("string", "int", "bigint", "smallint", "tinyint")
@@ -42,16 +46,86 @@ _ID_TYPES = ("string", "int", "bigint", "smallint", "tinyint")
 # The input
 
 
-def read_notes(spark: SparkSession, path: str, fmt: str) -> DataFrame:
-    """The input as a DataFrame; Delta is read through its log (live files only)."""
+def read_notes(
+    spark: SparkSession,
+    path: str,
+    fmt: str,
+    storage_options: Mapping[str, str] | None = None,
+    columns: Sequence[str] | None = None,
+    counter: Any = None,
+) -> DataFrame:
+    """The input as a DataFrame; Delta is read through its log (live files only).
+
+    A local input is read by Spark's own Parquet reader; a URI input by pyarrow inside the tasks
+    (``read_parquet_files``), which needs no Hadoop connector. ``columns`` limits what is read
+    (all when None); ``counter`` counts the files the tasks open (URI inputs only).
+    """
+    loc = location(path, "input")
+    opts = dict(storage_options or {})
     if fmt == "delta":
+        import pyarrow as pa
         from deltalake import DeltaTable
 
-        uris = DeltaTable(path).file_uris()
+        dt = DeltaTable(loc.uri, storage_options=delta_options(loc, opts))
+        uris = [str(u) for u in dt.file_uris()]
         if not uris:
             raise ExtractError(f"input Delta table {path} has no data files")
-        return spark.read.parquet(*uris)
-    return spark.read.parquet(path)
+        if loc.is_local:
+            return spark.read.parquet(*uris)
+        return read_parquet_files(spark, uris, pa.schema(dt.schema().to_arrow()), opts, columns, counter)
+    if loc.is_local:
+        return spark.read.parquet(loc.uri)
+    import pyarrow.parquet as pq
+
+    from medner_udf.extraction.storage import filesystem
+
+    if loc.uri.endswith(".parquet"):
+        uris = [loc.uri]
+    else:
+        # Spark's rule: files and folders whose names start with '_' or '.' are not data.
+        uris = [
+            loc.join(rel).uri
+            for rel, _ in list_files(loc, opts, "input")
+            if rel.endswith(".parquet") and not any(part.startswith(("_", ".")) for part in rel.split("/"))
+        ]
+    if not uris:
+        raise ExtractError(f"input folder {path} holds no .parquet files")
+    fs, first = filesystem(location(uris[0]), opts)
+    schema = pq.read_schema(first, filesystem=fs)
+    return read_parquet_files(spark, uris, schema, opts, columns, counter)
+
+
+def read_parquet_files(
+    spark: SparkSession,
+    uris: Sequence[str],
+    schema: pa.Schema,
+    storage_options: Mapping[str, str],
+    columns: Sequence[str] | None = None,
+    counter: Any = None,
+) -> DataFrame:
+    """Parquet files at ``uris`` (any storage) as one DataFrame, read by pyarrow in the tasks:
+    one task per file, up to the session's default parallelism at once."""
+    import pyarrow as pa
+
+    from medner_udf.extraction.reading import output_schema, read_files, spark_type
+
+    wanted = [f for f in schema if columns is None or f.name in columns]
+    for f in wanted:
+        if spark_type(f.type) is None:
+            raise ExtractError(f"column {f.name!r} has type {f.type}; expected a string or an integer")
+    selected = pa.schema(wanted)
+    ddl = ", ".join(f"`{f.name}` {spark_type(f.type)}" for f in output_schema(selected))
+    files = spark.createDataFrame(
+        spark.sparkContext.parallelize([(u,) for u in uris], max(1, len(uris))), "uri string"
+    )
+    read = functools.partial(
+        read_files,
+        columns=selected.names,
+        schema=selected,
+        storage_options=dict(storage_options),
+        counter=counter,
+    )
+    return files.mapInArrow(read, ddl)
 
 
 def validate_notes_schema(df: DataFrame, id_column: str, text_column: str) -> None:
@@ -144,8 +218,9 @@ def plan_actions(notes: DataFrame, latest: DataFrame | None, full: bool) -> Data
 # Run identity
 
 
-def input_fingerprint(notes: DataFrame) -> str:
-    """An order-independent fingerprint of the input's (record_id, note_hash) multiset."""
+def input_stats(notes: DataFrame) -> tuple[int, str]:
+    """(row count, fingerprint) of the input in one aggregation: the fingerprint is
+    order-independent over the (record_id, note_hash) multiset."""
     from pyspark.sql import functions as F
 
     row = notes.agg(
@@ -153,7 +228,12 @@ def input_fingerprint(notes: DataFrame) -> str:
         F.bit_xor(F.xxhash64("record_id", "note_hash")).alias("a"),
         F.bit_xor(F.xxhash64("note_hash", "record_id", F.lit("medner"))).alias("b"),
     ).collect()[0]
-    return f"{row['n']}:{row['a']}:{row['b']}"
+    return int(row["n"]), f"{row['n']}:{row['a']}:{row['b']}"
+
+
+def input_fingerprint(notes: DataFrame) -> str:
+    """An order-independent fingerprint of the input's (record_id, note_hash) multiset."""
+    return input_stats(notes)[1]
 
 
 def derived_run_id(fingerprint: str, model_name: str, model_version: str, full: bool) -> str:

@@ -328,3 +328,13 @@ def test_concurrent_threads_appending_to_one_s3_table_all_land(s3_server: S3Serv
     ids = sorted(open_table(root, "delta", s3_server.options).read()["record_id"].to_pylist())
     assert ids == sorted(["seed", *landed]) and len(landed) + len(errors) == 4
     assert open_table(root, "delta", s3_server.options).version() == len(landed)
+
+
+def test_storage_options_come_from_conf_and_flags_win_key_by_key(tmp_path: Path) -> None:
+    from medner_udf.extraction.settings import load_extract_settings
+
+    conf = tmp_path / "extract.toml"
+    conf.write_text('[extract]\n[extract.storage_options]\nAWS_REGION = "eu-west-1"\nmax_retries = 5\n')
+    flags = {"input": "i", "output": "o", "model": "m", "storage_options": {"AWS_REGION": "us-east-2"}}
+    s = load_extract_settings(conf, flags)
+    assert s.storage_options == {"AWS_REGION": "us-east-2", "max_retries": "5"}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import pyarrow.compute as pc
 from medner_udf.errors import MednerError
 from medner_udf.extraction.executor import TaskConfig, write_batches
 from medner_udf.extraction.planning import (
+    choose_partitions,
     choose_run,
     derived_run_id,
     input_stats,
@@ -104,10 +104,18 @@ def _read_table(spark: SparkSession, table: Table, schema: pa.Schema) -> DataFra
     return read_parquet_files(spark, uris, schema, table.storage_options)
 
 
+def _task_slots(spark: SparkSession) -> int:
+    """Tasks the job can run at once: the cores Spark has (``defaultParallelism``: the executors'
+    total cores, or N of ``local[N]``) over the cores each task takes (``spark.task.cpus``)."""
+    cores = int(spark.sparkContext.defaultParallelism)
+    task_cpus = int(spark.conf.get("spark.task.cpus", "1") or 1)
+    return max(1, cores // max(1, task_cpus))
+
+
 def _partitions(spark: SparkSession, s: ExtractSettings, n_input: int) -> int:
     if s.partitions is not None:
         return s.partitions
-    return max(int(spark.sparkContext.defaultParallelism), math.ceil(n_input / s.rows_per_partition))
+    return choose_partitions(n_input, _task_slots(spark), s.rows_per_partition)
 
 
 def _distribute(planned: DataFrame, n_parts: int) -> DataFrame:

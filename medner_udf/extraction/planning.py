@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -234,6 +235,23 @@ def input_stats(notes: DataFrame) -> tuple[int, str]:
 def input_fingerprint(notes: DataFrame) -> str:
     """An order-independent fingerprint of the input's (record_id, note_hash) multiset."""
     return input_stats(notes)[1]
+
+
+def choose_partitions(n_input: int, task_slots: int, rows_per_partition: int) -> int:
+    """Partitions for the tagging pass: a whole number of waves over the job's task slots, each
+    partition at most ``rows_per_partition`` rows, as few waves as that bound allows.
+
+    A count that is not a multiple of the slots leaves the last wave part empty: 12,000 notes at
+    5,000 per partition on 2 slots were 3 partitions, the third ran alone on one core while the
+    other idled. Here they are 4 of 3,000 (2 full waves). An input smaller than the slots still
+    gets one partition per slot (some empty) so no core idles in the only wave.
+    """
+    if task_slots < 1 or rows_per_partition < 1:
+        raise ValueError(
+            f"task_slots and rows_per_partition must be >= 1, got {task_slots}, {rows_per_partition}"
+        )
+    waves = max(1, math.ceil(max(0, n_input) / (task_slots * rows_per_partition)))
+    return task_slots * waves
 
 
 def derived_run_id(fingerprint: str, model_name: str, model_version: str, full: bool) -> str:

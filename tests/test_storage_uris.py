@@ -338,3 +338,21 @@ def test_storage_options_come_from_conf_and_flags_win_key_by_key(tmp_path: Path)
     flags = {"input": "i", "output": "o", "model": "m", "storage_options": {"AWS_REGION": "us-east-2"}}
     s = load_extract_settings(conf, flags)
     assert s.storage_options == {"AWS_REGION": "us-east-2", "max_retries": "5"}
+
+
+def test_each_scheme_maps_to_its_pyarrow_filesystem_and_path() -> None:
+    from pyarrow import fs as pafs
+
+    s3, path = filesystem(
+        location("s3://bkt/a/b"), {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_REGION": "x"}
+    )
+    assert isinstance(s3, pafs.S3FileSystem) and path == "bkt/a/b"
+    gcs, path = filesystem(location("gs://bkt/notes"), {"anonymous": "true"})
+    assert isinstance(gcs, pafs.GcsFileSystem) and path == "bkt/notes"
+    az, path = filesystem(
+        location("abfss://cont@acct.dfs.core.windows.net/warehouse/notes"),
+        {"AZURE_STORAGE_ACCOUNT_KEY": "a2V5a2V5a2V5"},
+    )
+    assert isinstance(az, pafs.AzureFileSystem) and path == "cont/warehouse/notes"
+    local, path = filesystem(location("file:///tmp/x"))
+    assert isinstance(local, pafs.LocalFileSystem) and path == "/tmp/x"

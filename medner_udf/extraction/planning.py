@@ -107,15 +107,22 @@ def read_parquet_files(
     """Parquet files at ``uris`` (any storage) as one DataFrame, read by pyarrow in the tasks:
     one task per file, up to the session's default parallelism at once."""
     import pyarrow as pa
+    from pyspark.sql.pandas.types import from_arrow_type
 
     from medner_udf.extraction.reading import output_schema, read_files, spark_type
 
+    def ddl_type(name: str, t: pa.DataType) -> str:
+        simple = spark_type(t)
+        if simple is not None:
+            return simple
+        try:  # other columns of a table (floats, timestamps, lists): Spark's own mapping
+            return str(from_arrow_type(t).simpleString())
+        except (TypeError, ValueError) as exc:
+            raise ExtractError(f"column {name!r} has type {t}, which Spark cannot hold: {exc}") from exc
+
     wanted = [f for f in schema if columns is None or f.name in columns]
-    for f in wanted:
-        if spark_type(f.type) is None:
-            raise ExtractError(f"column {f.name!r} has type {f.type}; expected a string or an integer")
     selected = pa.schema(wanted)
-    ddl = ", ".join(f"`{f.name}` {spark_type(f.type)}" for f in output_schema(selected))
+    ddl = ", ".join(f"`{f.name}` {ddl_type(f.name, f.type)}" for f in output_schema(selected))
     files = spark.createDataFrame(
         spark.sparkContext.parallelize([(u,) for u in uris], max(1, len(uris))), "uri string"
     )

@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--notes", type=int, default=1000, help="notes per run")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temp folder)")
+    parser.add_argument("--small-target-kb", type=int, default=64, help="the small compaction target")
+    parser.add_argument("--skip-runs", action="store_true", help="reuse the tables already in --work/out")
     args = parser.parse_args(argv)
 
     from medner_udf.extraction.job import run_extract
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     from medner_udf.taggers.gazetteer import GazetteerTagger
 
     work = args.work or Path(tempfile.mkdtemp(prefix="medner-maint-"))
-    shutil.rmtree(work / "out", ignore_errors=True)
+    if not args.skip_runs:
+        shutil.rmtree(work / "out", ignore_errors=True)
     model = work / "models" / "benchgaz" / "1"
     GazetteerTagger.from_terms(TERMS, name="benchgaz", version="1").save(model)
     spark = build_session(
@@ -104,9 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     rng = random.Random(13)
     next_id = 0
-    run_seconds = []
+    run_seconds: list[float] = []
     try:
-        for day in range(args.runs):
+        for day in range(0 if args.skip_runs else args.runs):
             feed, next_id = day_feed(day, args.notes, next_id, rng)
             folder = work / "feed"
             shutil.rmtree(folder, ignore_errors=True)
@@ -117,29 +120,55 @@ def main(argv: list[str] | None = None) -> None:
             run_seconds.append(time.perf_counter() - started)
     finally:
         spark.stop()
-    print(f"runs: {args.runs}, seconds per run: median {statistics.median(run_seconds):.1f}")
+    if args.skip_runs:  # the same feeds' ids, without running the job again
+        for day in range(args.runs):
+            _, next_id = day_feed(day, args.notes, next_id, rng)
+    else:
+        print(f"runs: {args.runs}, seconds per run: median {statistics.median(run_seconds):.1f}")
     ids = [f"rec{i:08d}" for i in random.Random(7).sample(range(next_id), 50)]
     before = probe(work / "out", ids)
-    started = time.perf_counter()
-    report = maintain_tables(str(work / "out"))
-    maintain_seconds = time.perf_counter() - started
-    after = probe(work / "out", ids)
-    print(f"maintain: {maintain_seconds:.1f} s (retention {report.retention_hours} h: nothing vacuumed yet)")
-    rows = []
-    for table in before:
-        rows.append(
-            {
-                "table": table,
-                "files_before": before[table]["live_files"],
-                "files_after": after[table]["live_files"],
-                "files_per_record_query_before_mean": before[table]["files_read_per_id_mean"],
-                "files_per_record_query_before_max": before[table]["files_read_per_id_max"],
-                "files_per_record_query_after_mean": after[table]["files_read_per_id_mean"],
-                "files_per_record_query_after_max": after[table]["files_read_per_id_max"],
-            }
+    print(
+        f"after {args.runs} runs: live files "
+        + json.dumps({t: before[t]["live_files"] for t in before})
+        + "; files a one-record query reads (mean, max over 50 ids) "
+        + json.dumps(
+            {t: [before[t]["files_read_per_id_mean"], before[t]["files_read_per_id_max"]] for t in before}
         )
-    for r in rows:
-        print(json.dumps(r))
+    )
+    # Three ways to maintain copies of the same tables: the default compact (128 MiB target: one
+    # file at this size), compact with a small target (what a large table's compacted files look
+    # like: many, each spanning any ids) and the z-order clustering by record_id with that target.
+    small = args.small_target_kb * 1024
+    variants: list[tuple[str, int, bool]] = [
+        ("compact, 128 MiB target (medner maintain)", 128 * 1024 * 1024, False),
+        (f"compact, {args.small_target_kb} KiB target", small, False),
+        (f"z-order by record_id, {args.small_target_kb} KiB target (--cluster-by-record-id)", small, True),
+    ]
+    for k, (name, target, cluster) in enumerate(variants):
+        copy = work / f"out-maintained-{k}"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(work / "out", copy)
+        started = time.perf_counter()
+        report = maintain_tables(str(copy), target_size=target, cluster_by_record_id=cluster)
+        seconds = time.perf_counter() - started
+        after = probe(copy, ids)
+        for table in before:
+            print(
+                json.dumps(
+                    {
+                        "maintenance": name,
+                        "table": table,
+                        "files_before": before[table]["live_files"],
+                        "files_after": after[table]["live_files"],
+                        "query_files_before_mean": before[table]["files_read_per_id_mean"],
+                        "query_files_before_max": before[table]["files_read_per_id_max"],
+                        "query_files_after_mean": after[table]["files_read_per_id_mean"],
+                        "query_files_after_max": after[table]["files_read_per_id_max"],
+                        "seconds": round(seconds, 1),
+                        "vacuumed": sum(t.files_vacuumed for t in report.tables),
+                    }
+                )
+            )
 
 
 if __name__ == "__main__":

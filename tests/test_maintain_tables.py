@@ -78,3 +78,28 @@ def test_maintain_command_prints_counts_and_refuses_a_short_retention_with_usage
     assert [(t["files_before"], t["files_after"]) for t in report["tables"]] == [(5, 1)]
     result = CliRunner().invoke(main, ["maintain", "--output", str(tmp_path / "nothing")])
     assert result.exit_code == 1 and "not a folder holding medner tables" in result.output
+
+
+def test_clustering_by_record_id_lets_a_point_query_skip_files(tmp_path: Path) -> None:
+    import random
+
+    from deltalake import DeltaTable
+
+    table = open_table(tmp_path / "entities", "delta")
+    rng = random.Random(3)
+    for run in range(6):  # each run's ids spread over the whole range, as changed notes are
+        ids = [f"r{rng.randrange(10**6):07d}" for _ in range(3000)]
+        rows = pa.table({"record_id": ids, "model_version": ["1"] * 3000, "run_id": [f"run{run}"] * 3000})
+        table.commit(Changes(adds=[table.write_file(f"part-{run}.parquet", rows.cast(SCHEMA))]), SCHEMA, {})
+    uri = str(tmp_path / "entities")
+    probes = [f"r{rng.randrange(10**6):07d}" for _ in range(20)]
+
+    def files_for(record_id: str) -> int:
+        return len(DeltaTable(uri).file_uris(file_pruning_predicate=[("record_id", "=", record_id)]))
+
+    assert [files_for(r) for r in probes] == [6] * 20  # every file spans (nearly) every id
+    before = sorted(open_table(uri, "delta").read()["record_id"].to_pylist())
+    maintain_tables(str(tmp_path), target_size=16 * 1024, cluster_by_record_id=True)
+    assert sorted(open_table(uri, "delta").read()["record_id"].to_pylist()) == before
+    assert len(DeltaTable(uri).file_uris()) > 6
+    assert [files_for(r) for r in probes] == [1] * 20

@@ -30,6 +30,12 @@ from medner_udf.extraction.storage import parse_storage_options, scrub
 )
 @click.option("--target-size-mb", type=int, default=128, show_default=True, help="Compacted file size.")
 @click.option(
+    "--cluster-by-record-id",
+    is_flag=True,
+    default=False,
+    help="Rewrite every file sorted by record_id (z-order) instead of compacting only small ones.",
+)
+@click.option(
     "--dry-run", is_flag=True, default=False, help="Count what vacuum would delete; change nothing."
 )
 @storage_option
@@ -39,6 +45,7 @@ def maintain(
     allow_short_retention: bool,
     target_size_mb: int,
     dry_run: bool,
+    cluster_by_record_id: bool,
     storage_option_pairs: tuple[str, ...],
 ) -> None:
     """Compact small files, vacuum removed ones and checkpoint the Delta tables under OUTPUT."""
@@ -54,6 +61,7 @@ def maintain(
             allow_short_retention=allow_short_retention,
             target_size=target_size_mb * 1024 * 1024,
             dry_run=dry_run,
+            cluster_by_record_id=cluster_by_record_id,
         )
     except MednerError as exc:
         raise reported(exc) from exc

@@ -5,10 +5,15 @@
 passed in: this module never creates one. The parts it strings together:
 
 - ``settings``: what to run, checked before any work;
-- ``planning``: the pure DataFrame transforms and the run's id (semantics in its docstring);
+- ``storage``: input, output and model as paths or URIs, with the storage options;
+- ``planning``: reading the input, the pure DataFrame transforms and the run's id (semantics in
+  its docstring);
 - ``shipping``: the artifact zipped and added to the session;
 - ``executor``: tagging and file writing inside the executors (``mapInPandas``);
 - ``tables``: the commits.
+
+**One scan of the input**: the prepared notes are persisted; count and fingerprint come from one
+aggregation over them, and duplicate marking, planning and the tagging pass read the persisted copy.
 
 **Commits**: one per table, entities first, then record_status, each atomic. Until the first
 commit, both tables are unchanged; if the job died between the two, re-running it heals the tables

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,7 @@ from medner_udf.text.types import Span
 if TYPE_CHECKING:  # the Airflow venv runs the DAG test with this conftest and without torch
     import numpy as np
     from fake_taggers import RecordingArtifact
+    from s3_server import S3Server
 
     from medner_udf.taggers.bilstm import BiLstmCnnCrfTagger
 
@@ -319,3 +320,14 @@ def tiny_ner_docs() -> list[Document]:
 def _train_tiny_bilstm_fixture() -> Callable[..., BiLstmCnnCrfTagger]:
     """``train_tiny_bilstm(epochs=60, seed=0)``: a fresh tiny fitted BiLSTM-CNN-CRF each call."""
     return train_tiny_bilstm
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible HTTP server (moto, in its own process) on 127.0.0.1 at a free port;
+    tests make their own buckets (``s3_server.make_bucket()``)."""
+    from s3_server import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3") / "requests.log")
+    yield server
+    server.stop()

@@ -18,13 +18,26 @@ from medner_udf.errors import MednerError
 from medner_udf.extraction.job import run_extract
 from medner_udf.extraction.session import build_session, load_spark_conf
 from medner_udf.extraction.settings import INPUT_FORMATS, check_settings, load_extract_settings
+from medner_udf.extraction.storage import parse_storage_options
 from medner_udf.extraction.tables import FORMATS
+
+# Repeatable; the same keys as delta-rs's storage options (docs/extraction.md, "Storage").
+storage_option = click.option(
+    "--storage-option",
+    "storage_option_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Storage option for pyarrow and delta-rs (repeatable), e.g. AWS_ENDPOINT_URL=http://...; "
+    "secret-looking keys are never printed.",
+)
 
 
 @click.command("extract")
-@click.option("--input", "input_", required=True, help="Notes table folder (Parquet or Delta).")
-@click.option("--output", required=True, help="Folder for the entities and record_status tables.")
-@click.option("--model", required=True, help="Model artifact folder (models/<name>/<version>).")
+@click.option("--input", "input_", required=True, help="Notes table (Parquet or Delta): a path or URI.")
+@click.option(
+    "--output", required=True, help="Folder (path or URI) for the entities and record_status tables."
+)
+@click.option("--model", required=True, help="Model artifact folder (models/<name>/<version>), path or URI.")
 @click.option("--input-format", type=click.Choice(INPUT_FORMATS), default=None)
 @click.option("--output-format", type=click.Choice(FORMATS), default=None)
 @click.option("--id-column", default=None, help="Record id column (string or integer).")
@@ -42,6 +55,7 @@ from medner_udf.extraction.tables import FORMATS
     "--spark-conf", "spark_conf_path", default=None, help="Spark settings file [default: conf/spark.toml]."
 )
 @click.option("--master", default=None, help="Spark master (spark-submit sets it; default local[*]).")
+@storage_option
 def extract(
     input_: str,
     output: str,
@@ -59,8 +73,15 @@ def extract(
     conf_path: str | None,
     spark_conf_path: str | None,
     master: str | None,
+    storage_option_pairs: tuple[str, ...],
 ) -> None:
-    """Tag the notes in INPUT and write entities and record_status tables under OUTPUT."""
+    """Tag the notes in INPUT and write entities and record_status tables under OUTPUT.
+
+    INPUT, OUTPUT and MODEL are local paths or file://, s3://, gs://, abfs[s]://, hdfs:// URIs."""
+    try:
+        storage_options = parse_storage_options(storage_option_pairs) or None
+    except MednerError as exc:
+        raise reported(exc) from exc
     flags = {
         "input": input_,
         "output": output,
@@ -75,6 +96,7 @@ def extract(
         "partitions": partitions,
         "full": full,
         "run_id": run_id,
+        "storage_options": storage_options,
     }
     try:
         settings = load_extract_settings(conf_path, flags)
@@ -94,25 +116,34 @@ def extract(
 
 @click.command("sql")
 @click.argument("query")
-@click.option("--output", required=True, help="The extraction output folder (holds the tables).")
+@click.option("--output", required=True, help="The extraction output folder or URI (holds the tables).")
 @click.option("--limit", type=int, default=50, show_default=True, help="Rows to print.")
 @click.option(
     "--spark-conf", "spark_conf_path", default=None, help="Spark settings file [default: conf/spark.toml]."
 )
 @click.option("--master", default=None)
-def sql(query: str, output: str, limit: int, spark_conf_path: str | None, master: str | None) -> None:
+@storage_option
+def sql(
+    query: str,
+    output: str,
+    limit: int,
+    spark_conf_path: str | None,
+    master: str | None,
+    storage_option_pairs: tuple[str, ...],
+) -> None:
     """Run QUERY with `entities` and `record_status` as tables and print the result."""
     from medner_udf.extraction.sql import run_sql
 
     if limit < 1:
         raise click.BadParameter(f"--limit must be >= 1, got {limit}")
     try:
+        storage_options = parse_storage_options(storage_option_pairs)
         spark_settings = load_spark_conf(spark_conf_path)
     except MednerError as exc:
         raise reported(exc) from exc
     spark = build_session(spark_settings, app_name="medner-sql", master=master)
     try:
-        df = run_sql(spark, output, query)
+        df = run_sql(spark, output, query, storage_options)
         click.echo(df._jdf.showString(limit, 80, False))
     except (MednerError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc

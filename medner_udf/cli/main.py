@@ -23,6 +23,7 @@ from medner_udf.cli.clinical import attach as attach_cmd
 from medner_udf.cli.demo import demo as demo_cmd
 from medner_udf.cli.extract import extract as extract_cmd
 from medner_udf.cli.extract import sql as sql_cmd
+from medner_udf.cli.maintain import maintain as maintain_cmd
 from medner_udf.config import parse_overrides
 from medner_udf.corpus.maccrobat import corpus_path
 
@@ -240,6 +241,7 @@ def ensemble_cmd(
 main.add_command(attach_cmd)
 main.add_command(extract_cmd)
 main.add_command(sql_cmd)
+main.add_command(maintain_cmd)
 main.add_command(demo_cmd)
 main.add_command(baseline_group)
 

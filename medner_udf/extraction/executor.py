@@ -91,6 +91,9 @@ class TaskConfig:
     entities_uri: str | None = None
     status_uri: str | None = None
     relations_uri: str | None = None
+    # pyarrow filesystem / delta-rs options for the tables and a model URI; kept out of repr so a
+    # logged config never shows a credential.
+    storage_options: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -214,7 +217,10 @@ def resolve_artifact(cfg: TaskConfig) -> str:
     which on a cluster would not exist on the executor.
     """
     if cfg.shipped_name is None:
-        return cfg.artifact
+        from medner_udf.extraction.storage import local_copy, location
+
+        # A model URI that was not shipped: each worker downloads it once into its own cache.
+        return str(local_copy(location(cfg.artifact, "model"), cfg.storage_options, "artifact.json", "model"))
     from pyspark import SparkFiles, TaskContext
 
     if TaskContext.get() is None:
@@ -589,8 +595,16 @@ class _StreamingFile:
     """A Parquet file written row group by row group, so worker memory does not grow with the
     partition; opened on the first non-empty batch only."""
 
-    def __init__(self, table_uri: str, table: str, schema: pa.Schema, run_id: str) -> None:
+    def __init__(
+        self,
+        table_uri: str,
+        table: str,
+        schema: pa.Schema,
+        run_id: str,
+        storage_options: dict[str, str] | None = None,
+    ) -> None:
         self.table_uri, self.table, self.schema, self.run_id = table_uri, table, schema, run_id
+        self.storage_options = storage_options or {}
         self.writer: pq.ParquetWriter | None = None
         self.rel_path = ""
         self.fs: Any = None
@@ -602,9 +616,9 @@ class _StreamingFile:
         if batch.num_rows == 0:
             return
         if self.writer is None:
-            from pyarrow import fs as pafs
+            from medner_udf.extraction.storage import filesystem, location
 
-            self.fs, base = pafs.FileSystem.from_uri(self.table_uri)
+            self.fs, base = filesystem(location(self.table_uri, "table"), self.storage_options)
             self.fs.create_dir(base, recursive=True)
             self.rel_path = f"part-{self.run_id}-{uuid.uuid4().hex}.zstd.parquet"
             self.full_path = f"{base.rstrip('/')}/{self.rel_path}"
@@ -638,9 +652,10 @@ def write_batches(batches: Iterator[pd.DataFrame], cfg: TaskConfig) -> Iterator[
     """
     if cfg.entities_uri is None or cfg.status_uri is None or cfg.relations_uri is None:
         raise ValueError("write_batches needs cfg.entities_uri, cfg.status_uri and cfg.relations_uri")
-    ent_file = _StreamingFile(cfg.entities_uri, ENTITIES_TABLE, ENTITIES_SCHEMA, cfg.run_id)
-    rel_file = _StreamingFile(cfg.relations_uri, RELATIONS_TABLE, RELATIONS_SCHEMA, cfg.run_id)
-    st_file = _StreamingFile(cfg.status_uri, STATUS_TABLE, STATUS_SCHEMA, cfg.run_id)
+    opts = cfg.storage_options
+    ent_file = _StreamingFile(cfg.entities_uri, ENTITIES_TABLE, ENTITIES_SCHEMA, cfg.run_id, opts)
+    rel_file = _StreamingFile(cfg.relations_uri, RELATIONS_TABLE, RELATIONS_SCHEMA, cfg.run_id, opts)
+    st_file = _StreamingFile(cfg.status_uri, STATUS_TABLE, STATUS_SCHEMA, cfg.run_id, opts)
     for frame in batches:
         tagger = _model_for(cfg) if _needs_model(frame) else None
         heads = _heads_for(cfg, tagger) if tagger is not None else None

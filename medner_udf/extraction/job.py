@@ -6,10 +6,15 @@ idempotent.
 passed in: this module never creates one. The parts it strings together:
 
 - ``settings``: what to run, checked before any work;
-- ``planning``: the pure DataFrame transforms and the run's id (semantics in its docstring);
+- ``storage``: input, output and model as paths or URIs, with the storage options;
+- ``planning``: reading the input, the pure DataFrame transforms and the run's id (semantics in
+  its docstring);
 - ``shipping``: the artifact zipped and added to the session;
 - ``executor``: tagging and file writing inside the executors (``mapInPandas``);
 - ``tables``: the commits.
+
+**One scan of the input**: the prepared notes are persisted; count and fingerprint come from one
+aggregation over them, and duplicate marking, planning and the tagging pass read the persisted copy.
 
 **Commits**: one per table, entities first, then relations, then record_status, each atomic. Until
 the first commit, every table is unchanged; if the job died between two commits, re-running it heals
@@ -23,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,19 +37,20 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from medner_udf.errors import MednerError
 from medner_udf.extraction.executor import TaskConfig, write_batches
 from medner_udf.extraction.planning import (
+    choose_partitions,
     choose_run,
     derived_run_id,
-    input_fingerprint,
+    input_stats,
     latest_tagged,
     mark_duplicates,
     plan_actions,
     prepare_notes,
     read_notes,
+    read_parquet_files,
     validate_notes_schema,
 )
 from medner_udf.extraction.schemas import (
@@ -61,6 +66,7 @@ from medner_udf.extraction.schemas import (
 )
 from medner_udf.extraction.settings import ExtractSettings, check_settings, resolve_input_format
 from medner_udf.extraction.shipping import ship_artifact
+from medner_udf.extraction.storage import local_copy, location
 from medner_udf.extraction.tables import Changes, DataFile, Table, open_table, plan_row_removal
 from medner_udf.taggers.artifact import read_info
 
@@ -96,24 +102,45 @@ class RunSummary:
     seconds: float = 0.0
     # Things an operator should know about the run, each said once (no note text).
     notes: list[str] = field(default_factory=list)
+    # Times the tasks opened an input file this run (URI inputs; None when Spark's own reader read
+    # a local input): equal to the number of input files when the input was scanned once.
+    input_files_read: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _read_table(spark: SparkSession, table: Table) -> DataFrame | None:
+def _read_table(spark: SparkSession, table: Table, schema: pa.Schema) -> DataFrame | None:
     uris = table.file_uris()
-    return spark.read.parquet(*uris) if uris else None
+    if not uris:
+        return None
+    if table.location.is_local:
+        return spark.read.parquet(*uris)
+    return read_parquet_files(spark, uris, schema, table.storage_options)
+
+
+def _task_slots(spark: SparkSession) -> int:
+    """Tasks the job can run at once: the cores Spark has (``defaultParallelism``: the executors'
+    total cores, or N of ``local[N]``) over the cores each task takes (``spark.task.cpus``)."""
+    cores = int(spark.sparkContext.defaultParallelism)
+    task_cpus = int(spark.conf.get("spark.task.cpus", "1") or 1)
+    return max(1, cores // max(1, task_cpus))
 
 
 def _partitions(spark: SparkSession, s: ExtractSettings, n_input: int) -> int:
     if s.partitions is not None:
         return s.partitions
-    return max(int(spark.sparkContext.defaultParallelism), math.ceil(n_input / s.rows_per_partition))
+    return choose_partitions(n_input, _task_slots(spark), s.rows_per_partition)
+
+
+def _distribute(planned: DataFrame, n_parts: int) -> DataFrame:
+    """Tasks get contiguous record_id ranges, sorted: each written file then covers a narrow
+    record_id range, and its min/max statistics let readers skip it for other records."""
+    return planned.repartitionByRange(n_parts, "record_id").sortWithinPartitions("record_id")
 
 
 def _read_new(table: Table, files: list[DataFile], columns: list[str]) -> pa.Table:
-    parts = [pq.read_table(str(Path(table.path) / f.path), columns=columns) for f in files]
+    parts = [table.read_file(f.path, columns) for f in files]
     if not parts:
         return pa.table({c: pa.array([], pa.string()) for c in columns})
     return pa.concat_tables(parts)
@@ -146,6 +173,17 @@ def _heads_notes(heads: dict[str, str | None]) -> list[str]:
     ]
 
 
+def _load_model(spark: SparkSession, settings: ExtractSettings) -> tuple[Path, str, str | None]:
+    """(local artifact folder on the driver, the artifact as the executors should find it, the
+    shipped name). A model URI is downloaded once into the driver's artifact cache; shipped, the
+    executors get that copy, unshipped they download it into their own cache."""
+    model_loc = location(settings.model, "model")
+    local = local_copy(model_loc, settings.storage_options, "artifact.json", "model")
+    shipped = ship_artifact(spark, local) if settings.ship_artifact else None
+    for_tasks = str(local.resolve()) if model_loc.is_local or shipped is not None else model_loc.uri
+    return local, for_tasks, shipped
+
+
 def run_extract(
     spark: SparkSession,
     settings: ExtractSettings,
@@ -156,21 +194,71 @@ def run_extract(
     ``before_commit`` runs after every data file is written and before the first commit (tests use
     it to inject a failure; nothing is visible to readers until it returns).
     """
-    from pyspark.sql import functions as F
 
     started = time.perf_counter()
     check_settings(settings)
-    info = read_info(settings.model)
-    heads = _attached_heads(settings.model)
-    fmt = resolve_input_format(settings.input, settings.input_format)
-    raw = read_notes(spark, settings.input, fmt)
+    opts = settings.storage_options
+    local_model, task_artifact, shipped_name = _load_model(spark, settings)
+    info = read_info(local_model)
+    heads = _attached_heads(str(local_model))
+    fmt = resolve_input_format(settings.input, settings.input_format, opts)
+    files_read = spark.sparkContext.accumulator(0)
+    raw = read_notes(
+        spark,
+        settings.input,
+        fmt,
+        opts,
+        columns=[settings.id_column, settings.text_column],
+        counter=files_read,
+    )
     validate_notes_schema(raw, settings.id_column, settings.text_column)
-    n_input = raw.count()
+    # One scan of the input: the prepared notes are kept (memory, spilling to disk) and count,
+    # fingerprint, duplicate marking and the tagging pass all read that copy.
+    prepared = _persist(prepare_notes(raw, settings.id_column, settings.text_column))
+    try:
+        return _run_prepared(
+            spark,
+            settings,
+            prepared,
+            info,
+            heads,
+            task_artifact,
+            shipped_name,
+            files_read,
+            before_commit,
+            started,
+        )
+    finally:
+        prepared.unpersist()
 
-    entities = open_table(settings.entities_path, settings.output_format)
-    relations = open_table(settings.relations_path, settings.output_format)
-    status = open_table(settings.status_path, settings.output_format)
-    previous = _read_table(spark, status)
+
+def _persist(df: DataFrame) -> DataFrame:
+    from pyspark import StorageLevel
+
+    return df.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def _run_prepared(
+    spark: SparkSession,
+    settings: ExtractSettings,
+    prepared: DataFrame,
+    info: Any,
+    heads: dict[str, str | None],
+    task_artifact: str,
+    shipped_name: str | None,
+    files_read: Any,
+    before_commit: Callable[[], None] | None,
+    started: float,
+) -> RunSummary:
+    from pyspark.sql import functions as F
+
+    opts = settings.storage_options
+    n_input, fingerprint = input_stats(prepared)
+
+    entities = open_table(settings.entities_path, settings.output_format, opts)
+    relations = open_table(settings.relations_path, settings.output_format, opts)
+    status = open_table(settings.status_path, settings.output_format, opts)
+    previous = _read_table(spark, status, STATUS_SCHEMA)
     if previous is not None:
         previous = previous.where(F.col("model_version") == info.version)
         runs = {
@@ -180,14 +268,14 @@ def run_extract(
     else:
         runs = {}
 
-    notes = mark_duplicates(prepare_notes(raw, settings.id_column, settings.text_column))
-    base = derived_run_id(input_fingerprint(notes), info.name, info.version, settings.full)
+    notes = mark_duplicates(prepared)
+    base = derived_run_id(fingerprint, info.name, info.version, settings.full)
     run_id, run_seq, rerun = choose_run(settings.run_id, base, runs)
     latest = latest_tagged(previous, info.version, run_id) if previous is not None else None
     planned = plan_actions(notes, latest, settings.full)
 
     cfg = TaskConfig(
-        artifact=str(Path(settings.model).resolve()),
+        artifact=task_artifact,
         model_name=info.name,
         model_version=info.version,
         run_id=run_id,
@@ -195,17 +283,18 @@ def run_extract(
         batch_size=settings.batch_size,
         max_batch_chars=settings.max_batch_chars,
         tagger_batch_size=settings.tagger_batch_size,
-        shipped_name=ship_artifact(spark, settings.model) if settings.ship_artifact else None,
-        entities_uri=f"file://{entities.path}",
-        status_uri=f"file://{status.path}",
-        relations_uri=f"file://{relations.path}",
+        shipped_name=shipped_name,
+        entities_uri=entities.location.file_uri(),
+        status_uri=status.location.file_uri(),
+        relations_uri=relations.location.file_uri(),
+        storage_options=dict(opts),
     )
     n_parts = _partitions(spark, settings, n_input)
     log.info(
         "run %s (seq %d, rerun=%s): %d input rows in %d partitions", run_id, run_seq, rerun, n_input, n_parts
     )
     written = (
-        planned.repartition(n_parts)
+        _distribute(planned, n_parts)
         .mapInPandas(functools.partial(write_batches, cfg=cfg), WRITTEN_FILES_DDL)
         .collect()
     )
@@ -286,6 +375,7 @@ def run_extract(
         status_version=status.version(),
         seconds=round(time.perf_counter() - started, 3),
         notes=_heads_notes(heads),
+        input_files_read=None if location(settings.input, "input").is_local else int(files_read.value),
     )
     for note in summary.notes:
         log.warning("run %s: %s", run_id, note)

@@ -17,8 +17,11 @@ here writes, creates a session or loads a model; ``job.run_extract`` strings the
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from typing import TYPE_CHECKING
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from medner_udf.extraction.schemas import (
     ACTION_DUPLICATE,
@@ -31,8 +34,10 @@ from medner_udf.extraction.schemas import (
     SKIPPED,
 )
 from medner_udf.extraction.settings import ExtractError
+from medner_udf.extraction.storage import delta_options, list_files, location
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
 _ID_TYPES = ("string", "int", "bigint", "smallint", "tinyint")
@@ -42,16 +47,93 @@ _ID_TYPES = ("string", "int", "bigint", "smallint", "tinyint")
 # The input
 
 
-def read_notes(spark: SparkSession, path: str, fmt: str) -> DataFrame:
-    """The input as a DataFrame; Delta is read through its log (live files only)."""
+def read_notes(
+    spark: SparkSession,
+    path: str,
+    fmt: str,
+    storage_options: Mapping[str, str] | None = None,
+    columns: Sequence[str] | None = None,
+    counter: Any = None,
+) -> DataFrame:
+    """The input as a DataFrame; Delta is read through its log (live files only).
+
+    A local input is read by Spark's own Parquet reader; a URI input by pyarrow inside the tasks
+    (``read_parquet_files``), which needs no Hadoop connector. ``columns`` limits what is read
+    (all when None); ``counter`` counts the files the tasks open (URI inputs only).
+    """
+    loc = location(path, "input")
+    opts = dict(storage_options or {})
     if fmt == "delta":
+        import pyarrow as pa
         from deltalake import DeltaTable
 
-        uris = DeltaTable(path).file_uris()
+        dt = DeltaTable(loc.uri, storage_options=delta_options(loc, opts))
+        uris = [str(u) for u in dt.file_uris()]
         if not uris:
             raise ExtractError(f"input Delta table {path} has no data files")
-        return spark.read.parquet(*uris)
-    return spark.read.parquet(path)
+        if loc.is_local:
+            return spark.read.parquet(*uris)
+        return read_parquet_files(spark, uris, pa.schema(dt.schema().to_arrow()), opts, columns, counter)
+    if loc.is_local:
+        return spark.read.parquet(loc.uri)
+    import pyarrow.parquet as pq
+
+    from medner_udf.extraction.storage import filesystem
+
+    if loc.uri.endswith(".parquet"):
+        uris = [loc.uri]
+    else:
+        # Spark's rule: files and folders whose names start with '_' or '.' are not data.
+        uris = [
+            loc.join(rel).uri
+            for rel, _ in list_files(loc, opts, "input")
+            if rel.endswith(".parquet") and not any(part.startswith(("_", ".")) for part in rel.split("/"))
+        ]
+    if not uris:
+        raise ExtractError(f"input folder {path} holds no .parquet files")
+    fs, first = filesystem(location(uris[0]), opts)
+    schema = pq.read_schema(first, filesystem=fs)
+    return read_parquet_files(spark, uris, schema, opts, columns, counter)
+
+
+def read_parquet_files(
+    spark: SparkSession,
+    uris: Sequence[str],
+    schema: pa.Schema,
+    storage_options: Mapping[str, str],
+    columns: Sequence[str] | None = None,
+    counter: Any = None,
+) -> DataFrame:
+    """Parquet files at ``uris`` (any storage) as one DataFrame, read by pyarrow in the tasks:
+    one task per file, up to the session's default parallelism at once."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    from medner_udf.extraction.reading import output_schema, read_files, spark_type
+
+    def ddl_type(name: str, t: pa.DataType) -> str:
+        simple = spark_type(t)
+        if simple is not None:
+            return simple
+        try:  # other columns of a table (floats, timestamps, lists): Spark's own mapping
+            return str(from_arrow_type(t).simpleString())
+        except (TypeError, ValueError) as exc:
+            raise ExtractError(f"column {name!r} has type {t}, which Spark cannot hold: {exc}") from exc
+
+    wanted = [f for f in schema if columns is None or f.name in columns]
+    selected = pa.schema(wanted)
+    ddl = ", ".join(f"`{f.name}` {ddl_type(f.name, f.type)}" for f in output_schema(selected))
+    files = spark.createDataFrame(
+        spark.sparkContext.parallelize([(u,) for u in uris], max(1, len(uris))), "uri string"
+    )
+    read = functools.partial(
+        read_files,
+        columns=selected.names,
+        schema=selected,
+        storage_options=dict(storage_options),
+        counter=counter,
+    )
+    return files.mapInArrow(read, ddl)
 
 
 def validate_notes_schema(df: DataFrame, id_column: str, text_column: str) -> None:
@@ -144,8 +226,9 @@ def plan_actions(notes: DataFrame, latest: DataFrame | None, full: bool) -> Data
 # Run identity
 
 
-def input_fingerprint(notes: DataFrame) -> str:
-    """An order-independent fingerprint of the input's (record_id, note_hash) multiset."""
+def input_stats(notes: DataFrame) -> tuple[int, str]:
+    """(row count, fingerprint) of the input in one aggregation: the fingerprint is
+    order-independent over the (record_id, note_hash) multiset."""
     from pyspark.sql import functions as F
 
     row = notes.agg(
@@ -153,7 +236,29 @@ def input_fingerprint(notes: DataFrame) -> str:
         F.bit_xor(F.xxhash64("record_id", "note_hash")).alias("a"),
         F.bit_xor(F.xxhash64("note_hash", "record_id", F.lit("medner"))).alias("b"),
     ).collect()[0]
-    return f"{row['n']}:{row['a']}:{row['b']}"
+    return int(row["n"]), f"{row['n']}:{row['a']}:{row['b']}"
+
+
+def input_fingerprint(notes: DataFrame) -> str:
+    """An order-independent fingerprint of the input's (record_id, note_hash) multiset."""
+    return input_stats(notes)[1]
+
+
+def choose_partitions(n_input: int, task_slots: int, rows_per_partition: int) -> int:
+    """Partitions for the tagging pass: a whole number of waves over the job's task slots, each
+    partition at most ``rows_per_partition`` rows, as few waves as that bound allows.
+
+    A count that is not a multiple of the slots leaves the last wave part empty: 12,000 notes at
+    5,000 per partition on 2 slots were 3 partitions, the third ran alone on one core while the
+    other idled. Here they are 4 of 3,000 (2 full waves). An input smaller than the slots still
+    gets one partition per slot (some empty) so no core idles in the only wave.
+    """
+    if task_slots < 1 or rows_per_partition < 1:
+        raise ValueError(
+            f"task_slots and rows_per_partition must be >= 1, got {task_slots}, {rows_per_partition}"
+        )
+    waves = max(1, math.ceil(max(0, n_input) / (task_slots * rows_per_partition)))
+    return task_slots * waves
 
 
 def derived_run_id(fingerprint: str, model_name: str, model_version: str, full: bool) -> str:

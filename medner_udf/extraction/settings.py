@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medner_udf.config import conf_file, load_settings, load_toml
 from medner_udf.errors import MednerUsageError
 from medner_udf.extraction.schemas import ENTITIES_TABLE, RELATIONS_TABLE, STATUS_TABLE
-from medner_udf.extraction.tables import FORMATS, detect_format
+from medner_udf.extraction.storage import (
+    Location,
+    StorageError,
+    file_type,
+    list_files,
+    location,
+    redact_options,
+)
+from medner_udf.extraction.tables import FORMATS, MANIFEST, detect_format
 from medner_udf.taggers.artifact import read_info
 
 INPUT_FORMATS = ("auto", "parquet", "delta")
@@ -49,18 +57,34 @@ class ExtractSettings:
     full: bool = False
     run_id: str | None = None
     ship_artifact: bool = True
+    # Passed to pyarrow's filesystems and delta-rs for input, output and model (storage.py); never
+    # printed: secret-looking keys are redacted in repr and logs.
+    storage_options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        opts = self.storage_options
+        if not isinstance(opts, Mapping):
+            raise ExtractError(f"storage_options must be a table of KEY = VALUE, got a {type(opts).__name__}")
+        # TOML may give numbers or booleans; the SDKs take strings.
+        norm = {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in opts.items()}
+        object.__setattr__(self, "storage_options", norm)
+
+    def __repr__(self) -> str:
+        shown = {k: v for k, v in self.__dict__.items() if k != "storage_options"}
+        shown["storage_options"] = redact_options(self.storage_options)
+        return f"ExtractSettings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     @property
     def entities_path(self) -> str:
-        return str(Path(self.output) / ENTITIES_TABLE)
+        return location(self.output, "output").join(ENTITIES_TABLE).uri
 
     @property
     def status_path(self) -> str:
-        return str(Path(self.output) / STATUS_TABLE)
+        return location(self.output, "output").join(STATUS_TABLE).uri
 
     @property
     def relations_path(self) -> str:
-        return str(Path(self.output) / RELATIONS_TABLE)
+        return location(self.output, "output").join(RELATIONS_TABLE).uri
 
 
 def load_extract_settings(conf: str | Path | None, flags: Mapping[str, Any]) -> ExtractSettings:
@@ -103,31 +127,90 @@ def check_settings(s: ExtractSettings) -> None:
         raise ExtractError(
             f"run id {s.run_id!r} must be 1-100 letters, digits, '.', '_' or '-', starting alphanumeric"
         )
-    if not Path(s.input).exists():
-        raise ExtractError(f"input folder {s.input} does not exist")
-    resolve_input_format(s.input, s.input_format)
-    out = Path(s.output)
-    if out.exists() and not out.is_dir():
-        raise ExtractError(f"output {s.output} exists and is not a folder")
-    for path in (s.entities_path, s.relations_path, s.status_path):
-        found = detect_format(path)
-        if found is not None and found != s.output_format:
-            raise ExtractError(
-                f"output table {path} is {found}, but output format {s.output_format!r} was asked"
+    inp = location(s.input, "input")
+    out = location(s.output, "output")
+    model = location(s.model, "model")
+    if s.output_format == "parquet" and not out.is_local:
+        raise ExtractError(
+            f"output format 'parquet' needs a local or shared POSIX folder, got {out.uri}: its commit is "
+            "an atomic rename, which object stores lack; use output format 'delta' there"
+        )
+    opts = s.storage_options
+    if file_type(inp, opts, "input") == "missing":
+        raise ExtractError(f"input folder {inp.uri} does not exist")
+    resolve_input_format(s.input, s.input_format, opts)
+    check_output(out, s.output_format, opts)
+    if model.is_local:
+        read_info(s.model)  # raises ArtifactError naming the folder when it is missing or incomplete
+    elif file_type(model.join("artifact.json"), opts, "model") != "file":
+        raise StorageError(f"model {model.uri} is not a medner model artifact (no artifact.json in it)")
+
+
+# What medner's own tables hold at their top level; anything else means the folder is not ours.
+_KEY_COLUMNS = ("record_id", "model_version", "run_id")
+
+
+def check_output(out: Location, fmt: str, options: Mapping[str, str]) -> None:
+    """The output must be a folder that is missing, empty, or holds medner's tables (of ``fmt``);
+    anything else (a file, a Delta table of its own, a table folder of other data) is refused
+    before a byte is written."""
+    kind = file_type(out, options, "output")
+    if kind == "file":
+        raise ExtractError(f"output {out.uri} exists and is not a folder")
+    if kind == "missing":
+        return
+    if file_type(out.join("_delta_log"), options, "output") == "dir":
+        raise ExtractError(
+            f"output {out.uri} is itself a Delta table; expected a folder for medner's tables "
+            f"({ENTITIES_TABLE}, {STATUS_TABLE})"
+        )
+    for name in (ENTITIES_TABLE, RELATIONS_TABLE, STATUS_TABLE):
+        table = out.join(name)
+        found = detect_format(table.uri, options)
+        if found is not None and found != fmt:
+            raise ExtractError(f"output table {table.uri} is {found}, but output format {fmt!r} was asked")
+        if found is None:
+            files = (
+                list_files(table, options, "output") if file_type(table, options, "output") == "dir" else []
             )
-    read_info(s.model)  # raises ArtifactError naming the folder when it is missing or incomplete
+            if files:
+                raise ExtractError(
+                    f"output table folder {table.uri} holds {len(files)} files but no medner table (no "
+                    f"_delta_log, no {MANIFEST}); expected an empty folder or one medner wrote"
+                )
+            if file_type(table, options, "output") == "file":
+                raise ExtractError(f"output table {table.uri} is a file; expected a medner table folder")
+        elif found == "delta":
+            _check_delta_columns(table, options)
 
 
-def resolve_input_format(path: str, requested: str) -> str:
-    """``delta`` or ``parquet`` for the input folder; ``auto`` looks for ``_delta_log``."""
-    p = Path(path)
-    is_delta = (p / "_delta_log").is_dir()
+def _check_delta_columns(table: Location, options: Mapping[str, str]) -> None:
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    from medner_udf.extraction.storage import delta_options
+
+    dt = DeltaTable(table.uri, storage_options=delta_options(table, options))
+    names = set(pa.schema(dt.schema().to_arrow()).names)
+    missing = [c for c in _KEY_COLUMNS if c not in names]
+    if missing:
+        raise ExtractError(
+            f"output table {table.uri} is a Delta table without medner's columns {missing}; expected "
+            "a table medner wrote (or none)"
+        )
+
+
+def resolve_input_format(path: str, requested: str, options: Mapping[str, str] | None = None) -> str:
+    """``delta`` or ``parquet`` for the input (folder or file); ``auto`` looks for ``_delta_log``."""
+    loc = location(path, "input")
+    opts = options or {}
+    is_delta = file_type(loc.join("_delta_log"), opts, "input") == "dir"
     if requested == "delta" and not is_delta:
         raise ExtractError(f"input {path} is not a Delta table (no _delta_log folder)")
     if requested == "delta" or (requested == "auto" and is_delta):
         return "delta"
-    if p.is_file() and p.suffix == ".parquet":
+    if loc.uri.endswith(".parquet") and file_type(loc, opts, "input") == "file":
         return "parquet"
-    if not any(p.rglob("*.parquet")):
+    if not any(rel.endswith(".parquet") for rel, _ in list_files(loc, opts, "input")):
         raise ExtractError(f"input folder {path} holds no table (neither a _delta_log nor .parquet files)")
     return "parquet"

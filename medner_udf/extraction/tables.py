@@ -11,7 +11,15 @@ referenced and are invisible to every correct reader.
 - **parquet**: the commit atomically replaces ``_medner_manifest.json`` (write a temporary file,
   then ``os.replace``), which lists the live files. Readers must go through ``file_uris()``;
   reading the folder directly also picks up uncommitted and removed files (as with Delta).
-  Local or shared POSIX filesystems only: ``os.replace`` is what makes the commit atomic.
+  Local or shared POSIX filesystems only: ``os.replace`` is what makes the commit atomic, and a
+  lock file serialises concurrent committers. Object stores have no atomic rename, so this format
+  is refused there (use ``delta``, whose commit is a conditional put of the next log entry).
+
+Locations are local paths or URIs (``storage.location``); the driver reads and writes files through
+pyarrow's filesystems and commits Delta tables through delta-rs, both with the storage options.
+Every Delta add action carries per-file statistics (``numRecords``, and ``minValues``,
+``maxValues``, ``nullCount`` of the key and filter columns), read from the Parquet footer, so
+engines that skip files by min/max (Spark, Trino, DuckDB, delta-rs) can skip ours.
 
 Row removal is copy-on-write: a data file with rows to drop is rewritten without them (new file
 added, old file removed) in the same commit. The cost is proportional to the files touched.
@@ -19,13 +27,15 @@ added, old file removed) in the same commit. The cost is proportional to the fil
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,15 +45,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from medner_udf.errors import MednerError
+from medner_udf.extraction.storage import Location, delta_options, file_type, filesystem, location, scrub
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("delta", "parquet")
 MANIFEST = "_medner_manifest.json"
+# Columns without statistics: long or unique strings that no query filters on by range.
+NO_STATS_COLUMNS = frozenset({"text", "error", "note_hash"})
 
 
 class TableError(MednerError, ValueError):
     """A table location or commit that cannot be used; the message names the path."""
+
+
+class CommitConflictError(TableError):
+    """Another writer changed the table in a way that conflicts with this commit (both removed the
+    same file, say); this commit did not happen and the table holds the other writer's version."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +72,8 @@ class DataFile:
     size: int
     num_records: int
     modification_time: int
+    # The Delta ``stats`` JSON; None: read from the file's Parquet footer at commit time.
+    stats: str | None = None
 
 
 @dataclass
@@ -77,12 +97,27 @@ def local_path(uri: str) -> str:
 
 
 class Table(ABC):
-    """One output table at ``path`` (a local folder; Delta tables may live wherever delta-rs can)."""
+    """One output table at ``path``: a local folder or a URI (``storage.location``)."""
 
     format: str
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = os.path.abspath(local_path(str(path)))
+    def __init__(self, path: str | Path, storage_options: Mapping[str, str] | None = None) -> None:
+        self.location: Location = location(path, "table")
+        self.storage_options = dict(storage_options or {})
+        self.path = self.location.uri  # an absolute local path, or the URI
+        self._fs: Any = None
+        self._read: Any = None  # Delta: the snapshot that files() returned (the commit's base)
+
+    @property
+    def fs(self) -> Any:
+        """(pyarrow filesystem, the table folder's path in it), built once."""
+        if self._fs is None:
+            self._fs = filesystem(self.location, self.storage_options)
+        return self._fs
+
+    def full_path(self, rel: str) -> str:
+        """The filesystem path of the table file ``rel`` (for ``self.fs[0]``)."""
+        return f"{self.fs[1].rstrip('/')}/{rel}"
 
     @abstractmethod
     def exists(self) -> bool: ...
@@ -101,7 +136,17 @@ class Table(ABC):
 
     def file_uris(self) -> list[str]:
         """Absolute URIs of the live data files: what Spark or pyarrow should read."""
-        return [f"file://{self.path}/{p}" for p in self.files()]
+        return [self.location.join(p).file_uri() for p in self.files()]
+
+    def read_file(
+        self, rel: str, columns: Sequence[str] | None = None, schema: pa.Schema | None = None
+    ) -> pa.Table:
+        return pq.read_table(
+            self.full_path(rel),
+            columns=list(columns) if columns else None,
+            schema=schema,
+            filesystem=self.fs[0],
+        )
 
     def add_columns(self, schema: pa.Schema) -> list[str]:
         """Give an existing table the columns of ``schema`` it lacks (nullable, at the end); their
@@ -111,7 +156,7 @@ class Table(ABC):
 
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         """All live rows as one Arrow table (small tables and tests; Spark reads ``file_uris``)."""
-        parts = [pq.read_table(os.path.join(self.path, p), columns=columns) for p in self.files()]
+        parts = [self.read_file(p, columns) for p in self.files()]
         if not parts:
             raise TableError(f"table {self.path} has no data files")
         # Files from before a column was added lack it: promotion fills it with nulls.
@@ -120,6 +165,65 @@ class Table(ABC):
     def new_file_path(self, prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex}.zstd.parquet"
 
+    def write_file(self, rel: str, rows: pa.Table) -> DataFile:
+        """Write ``rows`` as the table file ``rel`` (not live until a commit adds it)."""
+        fs, base = self.fs
+        fs.create_dir(base, recursive=True)
+        pq.write_table(rows, self.full_path(rel), compression="zstd", filesystem=fs)
+        info = fs.get_file_info(self.full_path(rel))
+        return DataFile(rel, int(info.size), rows.num_rows, int(time.time() * 1000))
+
+
+def _stat_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def parquet_stats(metadata: Any) -> dict[str, Any]:
+    """Delta per-file statistics from a Parquet footer (``pyarrow.parquet.FileMetaData``).
+
+    ``numRecords`` always; ``minValues``/``maxValues`` for every flat column outside
+    ``NO_STATS_COLUMNS`` whose every row group with values has min/max; ``nullCount`` where every
+    row group counted its nulls. A column that lacks them is left out (readers then read the file),
+    never guessed.
+    """
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    schema = metadata.schema.to_arrow_schema()
+    for col_index, fld in enumerate(schema):
+        if fld.name in NO_STATS_COLUMNS or pa.types.is_nested(fld.type) or pa.types.is_binary(fld.type):
+            continue
+        lo: Any = None
+        hi: Any = None
+        n_null = 0
+        min_max_ok = null_ok = True
+        for rg in range(metadata.num_row_groups):
+            chunk = metadata.row_group(rg).column(col_index)
+            st = chunk.statistics
+            if st is None:
+                min_max_ok = null_ok = False
+                break
+            if st.has_null_count:
+                n_null += int(st.null_count)
+            else:
+                null_ok = False
+            if chunk.num_values - (st.null_count if st.has_null_count else 0) <= 0:
+                continue  # all null: no min/max to take
+            if not st.has_min_max:
+                min_max_ok = False
+                continue
+            lo = st.min if lo is None or st.min < lo else lo
+            hi = st.max if hi is None or st.max > hi else hi
+        if null_ok:
+            nulls[fld.name] = n_null
+        if min_max_ok and lo is not None:
+            mins[fld.name], maxs[fld.name] = _stat_value(lo), _stat_value(hi)
+    return {"numRecords": int(metadata.num_rows), "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+
 
 class DeltaTableStore(Table):
     """A Delta table written through delta-rs (``deltalake``)."""
@@ -127,20 +231,31 @@ class DeltaTableStore(Table):
     format = "delta"
 
     def exists(self) -> bool:
+        # pyarrow, not delta-rs, answers first: it fails fast on a missing bucket, where delta-rs
+        # retries for minutes.
+        if file_type(self.location.join("_delta_log"), self.storage_options, "table") != "dir":
+            return False
         from deltalake import DeltaTable
 
-        return bool(DeltaTable.is_deltatable(self.path))
+        return bool(DeltaTable.is_deltatable(self.path, storage_options=self._delta_options()))
+
+    def _delta_options(self) -> dict[str, str] | None:
+        return delta_options(self.location, self.storage_options)
 
     def _dt(self) -> Any:
         from deltalake import DeltaTable
 
-        return DeltaTable(self.path)
+        return DeltaTable(self.path, storage_options=self._delta_options())
 
     def files(self) -> list[str]:
+        """The live files; the version read here is the one the next ``commit`` is checked
+        against, so a commit planned on it conflicts with whatever changed the table since."""
         if not self.exists():
+            self._read = None
             return []
+        self._read = self._dt()
         # Paths as written in the log: relative for files this job adds (no partitions).
-        return [str(p) for p in self._dt().get_add_actions(flatten=True).column("path").to_pylist()]
+        return [str(p) for p in self._read.get_add_actions(flatten=True).column("path").to_pylist()]
 
     def file_uris(self) -> list[str]:
         if not self.exists():
@@ -165,8 +280,15 @@ class DeltaTableStore(Table):
             log.info("table %s: added columns %s", self.path, [f.name for f in missing])
         return [f.name for f in missing]
 
+    def _stats(self, f: DataFile) -> str:
+        if f.stats is not None:
+            return f.stats
+        meta = pq.read_metadata(self.full_path(f.path), filesystem=self.fs[0])
+        return json.dumps(parquet_stats(meta))
+
     def commit(self, changes: Changes, schema: pa.Schema, metadata: dict[str, str]) -> None:
         from deltalake import CommitProperties, Schema
+        from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
         if not changes:
@@ -178,28 +300,88 @@ class DeltaTableStore(Table):
                 partition_values={},
                 modification_time=f.modification_time,
                 data_change=True,
-                stats=json.dumps({"numRecords": f.num_records}),
+                stats=self._stats(f),
             )
             for f in changes.adds
         ]
-        props = CommitProperties(custom_metadata=dict(metadata))
-        if not self.exists():
-            if changes.removes:
-                raise TableError(f"cannot remove files from {self.path}: the table does not exist yet")
-            create_table_with_add_actions(
-                self.path, Schema.from_arrow(schema), adds, mode="error", commit_properties=props
-            )
-            return
-        now = int(time.time() * 1000)
-        removes = [RemoveAction(path=p, data_change=True, deletion_timestamp=now) for p in changes.removes]
-        actions: list[Any] = [*adds, *removes]
-        self._dt().create_write_transaction(actions, mode="append", schema=schema, commit_properties=props)
+        # A commit that removes files was planned on the version files() read: it must land right
+        # after that version or not at all (no retry on top of a newer one, whose changes the plan
+        # never saw; delta-rs's own conflict check lets a stale removal through). A commit that
+        # only adds commutes with any other, so delta-rs may retry it on the newest version.
+        retries = 0 if changes.removes else None
+        props = CommitProperties(custom_metadata=dict(metadata), max_commit_retries=retries)
+        try:
+            if not self.exists():
+                if changes.removes:
+                    raise TableError(f"cannot remove files from {self.path}: the table does not exist yet")
+                create_table_with_add_actions(
+                    self.path,
+                    Schema.from_arrow(schema),
+                    adds,
+                    mode="error",
+                    commit_properties=props,
+                    storage_options=self._delta_options(),
+                )
+                return
+            now = int(time.time() * 1000)
+            removes = [
+                RemoveAction(path=p, data_change=True, deletion_timestamp=now) for p in changes.removes
+            ]
+            actions: list[Any] = [*adds, *removes]
+            base = self._dt()
+            planned_on, self._read = self._read, None
+            if changes.removes and planned_on is not None and base.version() != planned_on.version():
+                # delta-rs bases the transaction on the newest version and lets a removal of a file
+                # that is already gone through; the rewritten copy would then duplicate rows.
+                live = set(base.get_add_actions(flatten=True).column("path").to_pylist())
+                gone = [p for p in changes.removes if p not in live]
+                if gone:
+                    raise CommitConflictError(
+                        f"commit to {self.path} conflicts with a concurrent commit (version "
+                        f"{planned_on.version()} -> {base.version()}) that removed {len(gone)} of the files "
+                        "this one rewrites; this commit was not made and the table holds the other "
+                        "writer's version: run again"
+                    )
+            base.create_write_transaction(actions, mode="append", schema=schema, commit_properties=props)
+        except CommitFailedError as exc:
+            raise CommitConflictError(
+                f"commit to {self.path} conflicts with a concurrent commit and was not made "
+                f"({scrub(str(exc), self.storage_options).splitlines()[0]}); the table holds the other "
+                "writer's version: run again",
+            ) from exc
+        except Exception as exc:
+            # The first commit races too: another writer created the table in between.
+            if "already exists" in str(exc).lower() and not changes.removes:
+                raise CommitConflictError(
+                    f"table {self.path} was created by a concurrent writer; this commit was not made: run again"
+                ) from exc
+            raise
 
 
 class ParquetTableStore(Table):
     """Plain Parquet files plus an atomically replaced manifest of the live ones."""
 
     format = "parquet"
+
+    def __init__(self, path: str | Path, storage_options: Mapping[str, str] | None = None) -> None:
+        super().__init__(path, storage_options)
+        if not self.location.is_local:
+            raise TableError(
+                f"output format 'parquet' needs a local or shared POSIX folder, got {self.path}: its "
+                "commit is an atomic rename, which object stores do not have; use output format 'delta'"
+            )
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive lock on the table for one read-modify-replace of the manifest, so that two
+        concurrent committers never overwrite each other's manifest (a lost commit)."""
+        Path(self.path).mkdir(parents=True, exist_ok=True)
+        with open(Path(self.path) / f".{MANIFEST}.lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     @property
     def _manifest(self) -> Path:
@@ -228,11 +410,18 @@ class ParquetTableStore(Table):
     def commit(self, changes: Changes, schema: pa.Schema, metadata: dict[str, str]) -> None:
         if not changes:
             return
+        with self._locked():
+            self._commit_locked(changes, schema, metadata)
+
+    def _commit_locked(self, changes: Changes, schema: pa.Schema, metadata: dict[str, str]) -> None:
         state = self._load()
         live = {str(f["path"]): f for f in state["files"]}
         unknown = [p for p in changes.removes if p not in live]
         if unknown:
-            raise TableError(f"cannot remove files not in {self.path}: {unknown[:3]}")
+            raise CommitConflictError(
+                f"cannot remove files not in {self.path}: not live (a concurrent commit removed them?): "
+                f"{unknown[:3]}; this commit was not made: run again"
+            )
         for p in changes.removes:
             del live[p]
         for f in changes.adds:
@@ -254,21 +443,21 @@ class ParquetTableStore(Table):
         os.replace(tmp, self._manifest)  # the commit point: atomic on POSIX filesystems
 
 
-def open_table(path: str | Path, fmt: str) -> Table:
-    """A table handle for ``fmt`` (``delta`` or ``parquet``) at ``path``."""
+def open_table(path: str | Path, fmt: str, storage_options: Mapping[str, str] | None = None) -> Table:
+    """A table handle for ``fmt`` (``delta`` or ``parquet``) at ``path`` (a local path or URI)."""
     if fmt == "delta":
-        return DeltaTableStore(path)
+        return DeltaTableStore(path, storage_options)
     if fmt == "parquet":
-        return ParquetTableStore(path)
+        return ParquetTableStore(path, storage_options)
     raise TableError(f"table format must be one of {FORMATS}, got {fmt!r}")
 
 
-def detect_format(path: str | Path) -> str | None:
+def detect_format(path: str | Path, storage_options: Mapping[str, str] | None = None) -> str | None:
     """``delta`` / ``parquet`` for an existing medner table at ``path``, None when there is none."""
-    p = Path(local_path(str(path)))
-    if (p / "_delta_log").is_dir():
+    loc = location(path, "table")
+    if file_type(loc.join("_delta_log"), storage_options, "table") == "dir":
         return "delta"
-    if (p / MANIFEST).is_file():
+    if file_type(loc.join(MANIFEST), storage_options, "table") == "file":
         return "parquet"
     return None
 
@@ -288,8 +477,7 @@ def plan_row_removal(
     """
     changes = Changes()
     for rel in table.files():
-        full = os.path.join(table.path, rel)
-        keys = pq.read_table(full, columns=list(columns))
+        keys = table.read_file(rel, columns)
         mask = drop(keys)
         n_drop = int(pc.sum(mask).as_py() or 0)
         if n_drop == 0:
@@ -297,11 +485,6 @@ def plan_row_removal(
         changes.removes.append(rel)
         if n_drop == keys.num_rows:
             continue
-        rows = pq.read_table(full, schema=schema).filter(pc.invert(mask))
-        new_rel = table.new_file_path(prefix)
-        new_full = os.path.join(table.path, new_rel)
-        pq.write_table(rows, new_full, compression="zstd")
-        changes.adds.append(
-            DataFile(new_rel, os.path.getsize(new_full), rows.num_rows, int(time.time() * 1000))
-        )
+        rows = table.read_file(rel, schema=schema).filter(pc.invert(mask))
+        changes.adds.append(table.write_file(table.new_file_path(prefix), rows))
     return changes

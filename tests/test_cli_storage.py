@@ -80,6 +80,8 @@ def test_medner_sql_answers_over_s3_tables_in_its_own_process(s3_server: S3Serve
             "model_name": ["m"] * 3,
             "model_version": ["1"] * 3,
             "run_id": ["r1"] * 3,
+            "assertion": ["present", "absent", None],
+            "assertion_score": [0.95, 0.9, None],
         }
     ).select(ENTITIES_SCHEMA.names)
     table.commit(

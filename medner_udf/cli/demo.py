@@ -26,8 +26,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medner_udf.corpus.maccrobat import corpus_path, read_corpus
+from medner_udf.errors import MednerError
 
 log = logging.getLogger("medner.demo")
+
+
+class JobFailedError(MednerError):
+    """The spark-submit child failed. It has printed its own error (one or two lines for an expected
+    failure), so this adds one line and passes the child's exit status on."""
+
+    def __init__(self, returncode: int) -> None:
+        super().__init__(
+            f"the extraction job (spark-submit) failed with exit status {returncode}; its error is above"
+        )
+        # 2 (usage) and 1 (run time) pass through; a signal or a JVM status becomes 1.
+        self.exit_code = returncode if returncode in (1, 2) else 1
+
 
 FULL_MODEL = "maccrobat-bilstm-cnn-crf"
 QUICK_PROFILE = "bilstm-cnn-crf-quick"
@@ -89,11 +103,12 @@ def write_notes_table(corpus: Path, path: Path) -> int:
 def demo(corpus: Path | None, out: Path, model: Path | None, models_dir: Path) -> None:
     """The main job end to end on local Spark: notes table, spark-submit extraction, a SQL answer."""
     corpus = corpus_path(corpus)
-    model = model or ensure_model(models_dir, corpus)
     notes = out / "notes"
     warehouse = out / "warehouse"
+    # The notes first: a missing corpus fails in a second, before any training.
     n = write_notes_table(corpus, notes)
     log.info("notes table: %d records at %s", n, notes)
+    model = model or ensure_model(models_dir, corpus)
 
     from medner_udf.cli.jobs import script
     from medner_udf.extraction.session import spark_submit_command, submit_environment
@@ -116,7 +131,9 @@ def demo(corpus: Path | None, out: Path, model: Path | None, models_dir: Path) -
     )
     env = submit_environment()
     log.info("running: spark-submit %s ... (model %s)", job, model)
-    subprocess.run(cmd, check=True, env=env)
+    returncode = subprocess.run(cmd, check=False, env=env).returncode
+    if returncode != 0:
+        raise JobFailedError(returncode)
 
     from medner_udf.extraction.session import build_session
     from medner_udf.extraction.sql import run_sql

@@ -8,6 +8,7 @@ before the JVM starts, so a bad flag costs no Spark start-up. Nothing here impor
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medner_udf.config import conf_file, load_settings, load_toml
-from medner_udf.errors import MednerUsageError
+from medner_udf.errors import MednerUsageError, StorageError
 from medner_udf.extraction.schemas import ENTITIES_TABLE, STATUS_TABLE
 from medner_udf.extraction.tables import FORMATS, detect_format
 from medner_udf.taggers.artifact import read_info
@@ -105,6 +106,7 @@ def check_settings(s: ExtractSettings) -> None:
     out = Path(s.output)
     if out.exists() and not out.is_dir():
         raise ExtractError(f"output {s.output} exists and is not a folder")
+    check_writable(out)
     for path in (s.entities_path, s.status_path):
         found = detect_format(path)
         if found is not None and found != s.output_format:
@@ -112,6 +114,18 @@ def check_settings(s: ExtractSettings) -> None:
                 f"output table {path} is {found}, but output format {s.output_format!r} was asked"
             )
     read_info(s.model)  # raises ArtifactError naming the folder when it is missing or incomplete
+
+
+def check_writable(folder: Path) -> None:
+    """The output folder, or the nearest existing folder above it, must be writable by this user."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"output {folder} cannot be written: {existing} refuses this user",
+            hint="choose another --output, or grant write permission on that folder",
+        )
 
 
 def resolve_input_format(path: str, requested: str) -> str:

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from medner_udf.errors import MednerError
+from medner_udf.errors import ConflictError, MednerError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,28 @@ MANIFEST = "_medner_manifest.json"
 
 class TableError(MednerError, ValueError):
     """A table location or commit that cannot be used; the message names the path."""
+
+
+class TableConflictError(TableError, ConflictError):
+    """Another writer created or changed the table between this job's read and its commit."""
+
+
+CONFLICT_HINT = (
+    "another job wrote this table at the same time; nothing of this run was committed, so re-run it "
+    "(runs writing one output must not overlap: the DAG sets max_active_runs=1)"
+)
+
+
+def _delta_commit_error(path: str, exc: Exception) -> TableError:
+    """delta-rs's commit failure as a ``TableError``: a conflict (table already created, concurrent
+    transaction) or another refusal; its message names the table and delta-rs's first line."""
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lowered = first_line.lower()
+    if "already exists" in lowered or "conflict" in lowered or "concurrent" in lowered:
+        return TableConflictError(
+            f"Delta commit to {path} conflicted with another writer ({first_line})", hint=CONFLICT_HINT
+        )
+    return TableError(f"Delta commit to {path} failed ({first_line})")
 
 
 @dataclass(frozen=True)
@@ -160,18 +182,27 @@ class DeltaTableStore(Table):
             )
             for f in changes.adds
         ]
+        from deltalake.exceptions import DeltaError
+
         props = CommitProperties(custom_metadata=dict(metadata))
-        if not self.exists():
-            if changes.removes:
-                raise TableError(f"cannot remove files from {self.path}: the table does not exist yet")
-            create_table_with_add_actions(
-                self.path, Schema.from_arrow(schema), adds, mode="error", commit_properties=props
+        try:
+            if not self.exists():
+                if changes.removes:
+                    raise TableError(f"cannot remove files from {self.path}: the table does not exist yet")
+                create_table_with_add_actions(
+                    self.path, Schema.from_arrow(schema), adds, mode="error", commit_properties=props
+                )
+                return
+            now = int(time.time() * 1000)
+            removes = [
+                RemoveAction(path=p, data_change=True, deletion_timestamp=now) for p in changes.removes
+            ]
+            actions: list[Any] = [*adds, *removes]
+            self._dt().create_write_transaction(
+                actions, mode="append", schema=schema, commit_properties=props
             )
-            return
-        now = int(time.time() * 1000)
-        removes = [RemoveAction(path=p, data_change=True, deletion_timestamp=now) for p in changes.removes]
-        actions: list[Any] = [*adds, *removes]
-        self._dt().create_write_transaction(actions, mode="append", schema=schema, commit_properties=props)
+        except DeltaError as exc:  # CommitFailedError and the generic "table already exists" alike
+            raise _delta_commit_error(self.path, exc) from exc
 
 
 class ParquetTableStore(Table):

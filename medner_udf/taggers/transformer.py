@@ -31,7 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from medner_udf.errors import MednerUsageError
 from medner_udf.models.transformer import PRECISIONS, TransformerConfig, TransformerTaggerNet
+from medner_udf.progress import quiet_library_progress
 from medner_udf.taggers.artifact import ArtifactError, ArtifactInfo
 from medner_udf.taggers.base import Tagger
 from medner_udf.taggers.neural import EmissionBatch, NeuralTagger, length_sorted_batches
@@ -41,6 +43,12 @@ from medner_udf.text.tokens import segment_bounds, token_bounds
 log = logging.getLogger(__name__)
 
 KIND = "transformer"
+
+
+class EncoderNotFoundError(MednerUsageError, FileNotFoundError):
+    """The encoder checkpoint folder given for training is missing or not a Hugging Face folder."""
+
+
 TOKENIZER_DIR = "tokenizer"
 _DECODE_BATCH = 16  # notes per Viterbi / forward-backward pass
 
@@ -97,9 +105,11 @@ class TransformerTagger(NeuralTagger):
 
         encoder_dir = Path(encoder_dir)
         if not (encoder_dir / "config.json").is_file():
-            raise FileNotFoundError(
-                f"encoder folder {encoder_dir} has no config.json; give a local Hugging Face checkpoint"
+            raise EncoderNotFoundError(
+                f"encoder folder {encoder_dir} has no config.json",
+                hint="give --encoder (inputs.encoder) a local Hugging Face checkpoint folder",
             )
+        quiet_library_progress(True)  # the weights-loading bar: on a terminal only
         tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir), local_files_only=True)
         # fp32 master weights whatever the checkpoint's dtype: a half-precision checkpoint would
         # otherwise be fine-tuned in half precision (GPU training adds bf16 autocast on top).

@@ -33,7 +33,6 @@ from torch import Tensor
 
 from medner_udf.errors import MednerUsageError
 from medner_udf.models.transformer import PRECISIONS, TransformerConfig, TransformerTaggerNet
-from medner_udf.progress import quiet_library_progress
 from medner_udf.taggers.artifact import ArtifactError, ArtifactInfo
 from medner_udf.taggers.base import Tagger
 from medner_udf.taggers.neural import EmissionBatch, NeuralTagger, length_sorted_batches
@@ -109,7 +108,6 @@ class TransformerTagger(NeuralTagger):
                 f"encoder folder {encoder_dir} has no config.json",
                 hint="give --encoder (inputs.encoder) a local Hugging Face checkpoint folder",
             )
-        quiet_library_progress(True)  # the weights-loading bar: on a terminal only
         tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir), local_files_only=True)
         # fp32 master weights whatever the checkpoint's dtype: a half-precision checkpoint would
         # otherwise be fine-tuned in half precision (GPU training adds bf16 autocast on top).

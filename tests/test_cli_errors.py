@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +186,44 @@ def test_train_job_script_reports_expected_failures_in_one_style(tmp_path: Path,
     assert status == 2
     assert err[0] == f"Error: corpus folder {tmp_path / 'nope'} does not exist"
     assert err[1].startswith("hint: ") and len(err) == 2
+
+
+@pytest.mark.slow
+def test_demo_reports_a_failure_of_its_spark_submit_child_in_one_line_each(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """The child (the packaged job script) prints its error; the parent adds one line, no traceback,
+    and passes the child's usage exit status on."""
+    (tmp_path / "not-a-model").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "MEDNER_DEBUG"}
+    env.setdefault("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
+    cmd = [sys.executable, "-m", "medner_udf.cli", "demo", "--corpus", str(tiny_corpus),
+           "--model", str(tmp_path / "not-a-model"), "--out", str(tmp_path / "demo")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, env=env, timeout=600, check=False)
+    # bytes, decoded without newline translation: a bar's carriage return would show
+    output = (done.stdout + done.stderr).decode("utf-8", "replace")
+    errors = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert done.returncode == 2, output[-3000:]
+    assert errors == [
+        f"Error: artifact file artifact.json is missing in {tmp_path / 'not-a-model'}",
+        "Error: the extraction job (spark-submit) failed with exit status 2; its error is above",
+    ], output[-3000:]
+    assert "Traceback" not in output and "\r" not in output
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_cli_input_schema_mismatch_is_one_line_after_spark_starts(model: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "bad-notes"
+    notes.mkdir()
+    pq.write_table(pa.table({"record_id": ["a"], "body": ["fever"]}), notes / "p.parquet")
+    env = {k: v for k, v in os.environ.items() if k != "MEDNER_DEBUG"}
+    env.setdefault("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
+    cmd = [sys.executable, "-m", "medner_udf.cli", "extract", "--input", str(notes),
+           "--output", str(tmp_path / "out"), "--model", str(model), "--master", "local[1]"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, env=env, timeout=600, check=False)
+    output = (done.stdout + done.stderr).decode("utf-8", "replace")
+    errors = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert done.returncode == 2, output[-3000:]
+    assert errors == ["Error: input has no text column 'text'; its columns are ['body', 'record_id']"]
+    assert "Traceback" not in output

@@ -12,7 +12,7 @@ runs it anywhere; ``make demo`` runs it from the checkout.
 
     medner demo [--corpus PATH] [--out out/demo] [--model PATH] [--models-dir models]
 
-(``python -m medner_udf.cli.demo`` runs the same command.)
+(``python -m medner_udf.cli demo`` runs the same command.)
 """
 
 from __future__ import annotations
@@ -149,8 +149,3 @@ def demo(corpus: Path | None, out: Path, model: Path | None, models_dir: Path) -
     finally:
         spark.stop()
     print(f"tables: {warehouse}/entities and {warehouse}/record_status (Delta)")
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    demo()

@@ -59,9 +59,12 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest -q
 
-## The nightly DAG loaded by Airflow itself.
-dag-test: venv-airflow
-	AIRFLOW_HOME=$$(mktemp -d) PYTHONPATH=. $(AIRFLOW_VENV)/bin/pytest -q -p no:cacheprovider tests/test_dag_medner_nightly.py
+## The nightly DAG with Airflow itself (its own venv, a temporary AIRFLOW_HOME): loaded with its Variables
+## absent and set, then `airflow dags test medner_nightly 2026-01-02` end to end on five corpus notes with
+## the project venv's spark-submit, and the tables checked (docs/extraction.md, "The nightly DAG").
+dag-test: venv venv-airflow
+	AIRFLOW_HOME=$$(mktemp -d) PYTHONPATH=. MEDNER_PYTHON=$(abspath $(BIN)/python) \
+	  $(AIRFLOW_VENV)/bin/pytest -q -p no:cacheprovider tests/test_dag_medner_nightly.py
 
 ## The full training run of the default model (about 15 minutes on 2 cores).
 train: venv

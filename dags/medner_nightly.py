@@ -1,42 +1,43 @@
 """Nightly medner extraction: incremental tagging of the data interval's notes, then a data-quality
 gate over the rows that run wrote.
 
-Settings come from Airflow Variables (or the environment, for a local run):
+Settings are Airflow Variables, read when a task runs (Jinja templates), never when the scheduler
+parses this file; each has a default, and Airflow also reads a Variable from the environment
+(``AIRFLOW_VAR_MEDNER_PROJECT=...``), which is how a local run sets them:
 
 - ``medner_project``: the medner checkout (holds ``jobs/extract.py`` and ``conf/``);
 - ``medner_python``: the Python of the project's venv (runs the Spark workers and the DQ check);
+  default ``<project>/.venv/bin/python``;
 - ``medner_notes``: the notes table root; the interval's notes are ``<root>/ingest_date=<ds>``;
 - ``medner_output``: where the entities and record_status tables live;
 - ``medner_model``: the model artifact folder.
 
 The Spark connection ``spark_default`` says where to submit (``local[2]`` for a laptop). The run id
 is ``nightly-<ds_nodash>``, so an Airflow retry or a manual re-run of a day replaces that day's run
-instead of adding a second one. docs/extraction.md shows how to run it end to end locally.
+instead of adding a second one. docs/extraction.md shows how to run it end to end locally, and
+``make dag-test`` does exactly that.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import DAG, Variable, task
+from airflow.sdk import DAG, task
 
 
-def _setting(name: str, default: str) -> str:
-    env = os.environ.get(name.upper())
-    try:
-        return str(Variable.get(name, default=env if env is not None else default))
-    except Exception:  # outside a running Airflow (parsing in tests) Variables may be unreachable
-        return env if env is not None else default
+def variable(name: str, default: str) -> str:
+    """A Jinja expression for Variable ``name`` (``default`` itself a template expression)."""
+    return f"var.value.get('{name}', {default})"
 
 
-PROJECT = _setting("medner_project", "/opt/medner")
-PYTHON = _setting("medner_python", f"{PROJECT}/.venv/bin/python")
-NOTES = _setting("medner_notes", f"{PROJECT}/warehouse/notes")
-OUTPUT = _setting("medner_output", f"{PROJECT}/warehouse/medner")
-MODEL = _setting("medner_model", f"{PROJECT}/models/default")
+PROJECT_EXPR = variable("medner_project", "'/opt/medner'")
+PROJECT = "{{ " + PROJECT_EXPR + " }}"
+PYTHON = "{{ " + variable("medner_python", f"{PROJECT_EXPR} ~ '/.venv/bin/python'") + " }}"
+NOTES = "{{ " + variable("medner_notes", f"{PROJECT_EXPR} ~ '/warehouse/notes'") + " }}"
+OUTPUT = "{{ " + variable("medner_output", f"{PROJECT_EXPR} ~ '/warehouse/medner'") + " }}"
+MODEL = "{{ " + variable("medner_model", f"{PROJECT_EXPR} ~ '/models/default'") + " }}"
 RUN_ID = "nightly-{{ ds_nodash }}"
 INTERVAL_INPUT = NOTES + "/ingest_date={{ ds }}"
 
@@ -47,15 +48,12 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,  # runs of one model version must commit in order (run_seq)
-    default_args={
-        "retries": 1,
-        "retry_delay": timedelta(minutes=int(_setting("medner_retry_minutes", "10"))),
-    },
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=10)},
     tags=["medner", "nlp"],
 ) as dag:
     extract = SparkSubmitOperator(
         task_id="extract_entities",
-        application=f"{PROJECT}/jobs/extract.py",
+        application=PROJECT + "/jobs/extract.py",
         name="medner-extract-{{ ds_nodash }}",
         conn_id="spark_default",
         application_args=[
@@ -69,25 +67,28 @@ with DAG(
             RUN_ID,
             "--incremental",
             "--conf",
-            f"{PROJECT}/conf/extract.toml",
+            PROJECT + "/conf/extract.toml",
             "--spark-conf",
-            f"{PROJECT}/conf/spark.toml",
+            PROJECT + "/conf/spark.toml",
         ],
         conf={"spark.python.worker.reuse": "true", "spark.ui.enabled": "false"},
-        env_vars={"PYSPARK_PYTHON": PYTHON, "PYSPARK_DRIVER_PYTHON": PYTHON},
+        # MEDNER_QUIET: the job's log is a file here, so no progress lines either.
+        env_vars={"PYSPARK_PYTHON": PYTHON, "PYSPARK_DRIVER_PYTHON": PYTHON, "MEDNER_QUIET": "1"},
     )
 
     # expect_airflow=False: the project venv has no Airflow, and needs none for this check.
+    # ``python`` is a templated field, so the Variable is read at run time here too.
     @task.external_python(  # type: ignore[untyped-decorator]
         task_id="data_quality", python=PYTHON, expect_airflow=False
     )
     def data_quality(output: str, medner_run_id: str, model: str, notes: str) -> dict[str, Any]:
-        """Fail the DAG run when the run's rows break a table contract (see check_run_quality)."""
-        import pyarrow.dataset as ds
+        """Fail the DAG run when the run's rows break a table contract (see check_run_quality).
 
-        from medner_udf.extraction.quality import check_run_quality
+        The input is counted with the job's own reader (Delta through its log, Parquet as Spark
+        reads it), so the count is the one the job saw."""
+        from medner_udf.extraction.quality import check_run_quality, count_input_rows
 
-        n_input = ds.dataset(notes, format="parquet").count_rows()
+        n_input = count_input_rows(notes)
         problems = check_run_quality(output, medner_run_id, model, n_input=n_input)
         if problems:
             raise ValueError("data-quality check failed: " + "; ".join(problems))

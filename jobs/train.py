@@ -12,15 +12,13 @@ import sys
 from collections.abc import Sequence
 
 from medner_udf.cli.main import main as cli_main
+from medner_udf.cli.reporting import run_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``medner train`` with ``argv``; expected failures print one or two lines, as in ``medner``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        cli_main.main(args=["train", *args], prog_name="jobs/train.py", standalone_mode=False)
-    except SystemExit as exc:  # click's own exit on --help or usage errors
-        return int(exc.code or 0)
-    return 0
+    return run_command(cli_main, ["train", *args], prog_name="jobs/train.py")
 
 
 if __name__ == "__main__":

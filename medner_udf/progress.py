@@ -3,18 +3,37 @@
 Under Airflow, spark-submit or a redirect, a progress bar redraws itself as text: hundreds of
 ``epoch 1:  7%|...`` fragments per epoch. So a bar is drawn only when standard error is a terminal;
 otherwise a plain log line reports the count, rate and ETA at most every ``interval`` seconds, and
-one line closes each loop. ``enabled=False`` (``--quiet``) silences both. Executors never use this.
+one line closes each loop. ``enabled=False`` (``train --quiet``) silences both, and so does
+``silence_progress()`` (``medner --quiet``) for every loop of the process and of the processes it
+starts (it sets ``MEDNER_QUIET=1``). Executors never use this; their library bars are off
+(``quiet_library_progress``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from types import TracebackType
 from typing import Any
 
 log = logging.getLogger("medner.progress")
+
+QUIET_ENV = "MEDNER_QUIET"
+# Read by huggingface_hub when it is first imported, by transformers through it.
+_HF_BARS_ENV = "HF_HUB_DISABLE_PROGRESS_BARS"
+
+
+def silence_progress() -> None:
+    """No bars and no progress lines from here on, in this process and the ones it starts."""
+    os.environ[QUIET_ENV] = "1"
+    quiet_library_progress(False)
+
+
+def progress_silenced() -> bool:
+    """Whether ``silence_progress`` (or ``MEDNER_QUIET=1``) is in force."""
+    return os.environ.get(QUIET_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _duration(seconds: float) -> str:
@@ -36,7 +55,8 @@ class Progress:
         interval: float = 30.0,
         terminal: bool | None = None,
     ) -> None:
-        self.total, self.desc, self.unit, self.enabled, self.interval = total, desc, unit, enabled, interval
+        self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
+        self.enabled = enabled and not progress_silenced()
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.done = 0
         self.postfix: dict[str, Any] = {}
@@ -89,11 +109,13 @@ def _fmt(value: Any) -> str:
 
 
 def quiet_library_progress(show: bool) -> None:
-    """Hugging Face's own bars (weights loading) follow the same rule: only on a terminal."""
-    if show and sys.stderr.isatty():
+    """Hugging Face's own bars (weights loading) follow the same rule: only on a terminal, never
+    when silenced. Cheap when transformers is not imported yet (an environment variable)."""
+    if show and sys.stderr.isatty() and not progress_silenced():
         return
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - transformers is a dependency
+    os.environ[_HF_BARS_ENV] = "1"
+    if "transformers" not in sys.modules:
         return
+    from transformers.utils import logging as hf_logging
+
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

@@ -31,7 +31,7 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
 def test_the_package_keeps_its_import_contracts() -> None:
     done = lint_imports(ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 kept, 0 broken" in done.stdout
+    assert "3 kept, 0 broken" in done.stdout
 
 
 @pytest.mark.parametrize(
@@ -41,6 +41,8 @@ def test_the_package_keeps_its_import_contracts() -> None:
         ("text/types.py", "from medner_udf.extraction import schemas", "medner_udf.text.types -> medner_udf.extraction.schemas"),
         # The SQL views pulling in the executor, and through it the taggers and torch.
         ("extraction/sql.py", "from medner_udf.extraction import executor", "medner_udf.extraction.sql -> medner_udf.extraction.executor"),
+        # A tagger drawing progress would draw it on the executors, which load taggers.
+        ("taggers/base.py", "from medner_udf.progress import Progress", "medner_udf.taggers.base -> medner_udf.progress"),
     ],
 )  # fmt: skip
 def test_a_wrong_import_breaks_the_contracts(
@@ -53,7 +55,7 @@ def test_a_wrong_import_breaks_the_contracts(
     target.write_text(target.read_text(encoding="utf-8") + f"\n{bad_import}  # deliberately wrong\n")
     done = lint_imports(tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "1 kept, 1 broken" in done.stdout
+    assert "2 kept, 1 broken" in done.stdout
     assert reported in done.stdout
 
 

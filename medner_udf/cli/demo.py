@@ -18,7 +18,7 @@ runs it anywhere; ``make demo`` runs it from the checkout.
 
     medner demo [--corpus PATH] [--out out/demo] [--model PATH] [--models-dir models]
 
-(``python -m medner_udf.cli.demo`` runs the same command.)
+(``python -m medner_udf.cli demo`` runs the same command.)
 """
 
 from __future__ import annotations
@@ -34,8 +34,22 @@ import pyarrow.parquet as pq
 
 from medner_udf.clinical.base import ASSERTION_DIR, HEAD_DIRS, RELATIONS_DIR, attach
 from medner_udf.corpus.maccrobat import corpus_path, read_corpus
+from medner_udf.errors import MednerError
 
 log = logging.getLogger("medner.demo")
+
+
+class JobFailedError(MednerError):
+    """The spark-submit child failed. It has printed its own error (one or two lines for an expected
+    failure), so this adds one line and passes the child's exit status on."""
+
+    def __init__(self, returncode: int) -> None:
+        super().__init__(
+            f"the extraction job (spark-submit) failed with exit status {returncode}; its error is above"
+        )
+        # 2 (usage) and 1 (run time) pass through; a signal or a JVM status becomes 1.
+        self.exit_code = returncode if returncode in (1, 2) else 1
+
 
 FULL_MODEL = "maccrobat-bilstm-cnn-crf"
 QUICK_PROFILE = "bilstm-cnn-crf-quick"
@@ -141,14 +155,15 @@ def write_notes_table(corpus: Path, path: Path) -> int:
 def demo(corpus: Path | None, out: Path, model: Path | None, models_dir: Path) -> None:
     """The main job end to end on local Spark: notes table, spark-submit extraction, a SQL answer."""
     corpus = corpus_path(corpus)
+    notes = out / "notes"
+    warehouse = out / "warehouse"
+    # The notes first: a missing corpus fails in a second, before any training.
+    n = write_notes_table(corpus, notes)
+    log.info("notes table: %d records at %s", n, notes)
     attached = False
     if model is None:
         model = ensure_model(models_dir, corpus)
         attached = ensure_heads(model, models_dir, corpus)
-    notes = out / "notes"
-    warehouse = out / "warehouse"
-    n = write_notes_table(corpus, notes)
-    log.info("notes table: %d records at %s", n, notes)
 
     from medner_udf.cli.jobs import script
     from medner_udf.extraction.session import spark_submit_command, submit_environment
@@ -172,7 +187,9 @@ def demo(corpus: Path | None, out: Path, model: Path | None, models_dir: Path) -
     )
     env = submit_environment()
     log.info("running: spark-submit %s ... (model %s)", job, model)
-    subprocess.run(cmd, check=True, env=env)
+    returncode = subprocess.run(cmd, check=False, env=env).returncode
+    if returncode != 0:
+        raise JobFailedError(returncode)
 
     from medner_udf.extraction.session import build_session
     from medner_udf.extraction.sql import run_sql
@@ -191,8 +208,3 @@ def demo(corpus: Path | None, out: Path, model: Path | None, models_dir: Path) -
     finally:
         spark.stop()
     print(f"tables: {warehouse}/entities, {warehouse}/relations and {warehouse}/record_status (Delta)")
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    demo()

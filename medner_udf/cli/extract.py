@@ -14,7 +14,7 @@ import json
 import click
 
 from medner_udf.cli.reporting import reported
-from medner_udf.errors import MednerError
+from medner_udf.errors import MednerError, MednerUsageError
 from medner_udf.extraction.job import run_extract
 from medner_udf.extraction.session import build_session, load_spark_conf
 from medner_udf.extraction.settings import INPUT_FORMATS, check_settings, load_extract_settings
@@ -98,17 +98,14 @@ def extract(
         "run_id": run_id,
         "storage_options": storage_options,
     }
-    try:
-        settings = load_extract_settings(conf_path, flags)
-        check_settings(settings)
-        spark_settings = load_spark_conf(spark_conf_path)
-    except MednerError as exc:
-        raise reported(exc) from exc
+    # Expected failures (MednerError) are reported by the caller: the medner group, or run_command
+    # in the spark-submit script.
+    settings = load_extract_settings(conf_path, flags)
+    check_settings(settings)
+    spark_settings = load_spark_conf(spark_conf_path)
     spark = build_session(spark_settings, app_name="medner-extract", master=master)
     try:
         summary = run_extract(spark, settings)
-    except MednerError as exc:
-        raise reported(exc) from exc
     finally:
         spark.stop()
     click.echo(json.dumps(summary.as_dict(), indent=2))
@@ -131,11 +128,15 @@ def sql(
     master: str | None,
     storage_option_pairs: tuple[str, ...],
 ) -> None:
-    """Run QUERY with `entities` and `record_status` as tables and print the result."""
+    """Run QUERY with `entities`, `relations` and `record_status` as tables and print the result."""
+    from pyspark.errors import AnalysisException
+
     from medner_udf.extraction.sql import run_sql
 
     if limit < 1:
         raise click.BadParameter(f"--limit must be >= 1, got {limit}")
+    if not query.strip():
+        raise click.BadParameter("the SQL query is empty", param_hint="QUERY")
     try:
         storage_options = parse_storage_options(storage_option_pairs)
         spark_settings = load_spark_conf(spark_conf_path)
@@ -145,7 +146,11 @@ def sql(
     try:
         df = run_sql(spark, output, query, storage_options)
         click.echo(df._jdf.showString(limit, 80, False))
-    except (MednerError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    except AnalysisException as exc:  # parse errors included: the query is the user's
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MednerUsageError(
+            f"the SQL query does not run: {first_line}",
+            hint="the tables are `entities`, `relations` and `record_status` (columns in docs/extraction.md)",
+        ) from exc
     finally:
         spark.stop()

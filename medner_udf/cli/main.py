@@ -6,6 +6,12 @@ medner evaluate --model PATH   score an artifact on a split against the gold .an
 medner extract / medner sql    the extraction job and SQL over its tables (cli/extract.py)
 medner demo                    corpus -> notes table -> spark-submit extraction -> SQL (cli/demo.py)
 medner baseline feature-crf    the feature-CRF peer, trained and scored (cli/baseline.py)
+medner doctor                  check Java, Spark, torch, the corpus, a model and storage (cli/doctor.py)
+
+Expected failures (a missing corpus, a bad setting, a path that is not an artifact, a commit
+conflict) print one or two lines and exit 2 (usage) or 1 (run time); a traceback means a bug, or
+``--debug`` / ``MEDNER_DEBUG=1`` (cli/reporting.py). ``--quiet`` silences every progress bar and
+progress line of every command (``MEDNER_QUIET=1`` does the same, spark-submit children included).
 """
 
 from __future__ import annotations
@@ -21,11 +27,14 @@ import click
 from medner_udf.cli.baseline import baseline as baseline_group
 from medner_udf.cli.clinical import attach as attach_cmd
 from medner_udf.cli.demo import demo as demo_cmd
+from medner_udf.cli.doctor import doctor as doctor_cmd
 from medner_udf.cli.extract import extract as extract_cmd
 from medner_udf.cli.extract import sql as sql_cmd
 from medner_udf.cli.maintain import maintain as maintain_cmd
+from medner_udf.cli.reporting import MednerGroup
 from medner_udf.config import parse_overrides
 from medner_udf.corpus.maccrobat import corpus_path
+from medner_udf.progress import silence_progress
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -36,11 +45,17 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-@click.group()
+@click.group(cls=MednerGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def main(verbose: bool) -> None:
+@click.option("--debug", is_flag=True, help="Tracebacks for expected failures too (or MEDNER_DEBUG=1).")
+@click.option(
+    "--quiet", "quiet_all", is_flag=True, help="No progress bars or progress lines, in any command."
+)
+def main(verbose: bool, debug: bool, quiet_all: bool) -> None:
     """medner: clinical named-entity recognition for EHR warehouses."""
-    _setup_logging(verbose)
+    _setup_logging(verbose or debug)
+    if quiet_all:
+        silence_progress()
 
 
 @main.command("corpus-stats")
@@ -244,6 +259,7 @@ main.add_command(sql_cmd)
 main.add_command(maintain_cmd)
 main.add_command(demo_cmd)
 main.add_command(baseline_group)
+main.add_command(doctor_cmd)
 
 if __name__ == "__main__":
     main()

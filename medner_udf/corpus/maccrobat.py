@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medner_udf.errors import MednerUsageError
 from medner_udf.text.types import Span
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,18 @@ TEST_IDS: tuple[str, ...] = tuple(
 SPLITS = ("train", "dev", "test", "all")
 
 
-class CorpusError(ValueError):
+class CorpusError(MednerUsageError, ValueError):
     """A corpus file that cannot be read as brat standoff; the message names file and line number."""
+
+
+class CorpusNotFoundError(MednerUsageError, FileNotFoundError):
+    """The corpus folder does not exist; the hint says where to put it or how to point at it."""
+
+
+CORPUS_HINT = (
+    f"put MACCROBAT2020 at {DEFAULT_CORPUS} (beside the checkout), "
+    f"or set --corpus or {CORPUS_ENV} to its folder"
+)
 
 
 # Assertion status of a mention from the POLARITY attribute of its event (absent when none):
@@ -336,12 +347,10 @@ def read_corpus(root: Path | str, split: str = "all", ids: Iterable[str] | None 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not root.is_dir():
-        raise FileNotFoundError(
-            f"corpus folder {root} does not exist; set --corpus or MEDNER_CORPUS to the MACCROBAT2020 folder"
-        )
+        raise CorpusNotFoundError(f"corpus folder {root} does not exist", hint=CORPUS_HINT)
     available = {p.stem: p for p in root.glob("*.txt") if p.with_suffix(".ann").exists()}
     if not available:
-        raise CorpusError(f"{root} holds no .txt/.ann pairs")
+        raise CorpusError(f"{root} holds no .txt/.ann pairs", hint=CORPUS_HINT)
     wanted = set(ids) if ids is not None else set(split_ids(split, available))
     missing = wanted - available.keys()
     if missing and split in ("dev", "test"):

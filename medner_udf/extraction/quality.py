@@ -19,6 +19,7 @@ from medner_udf.extraction.schemas import (
     RELATIONS_TABLE,
     STATUS_TABLE,
 )
+from medner_udf.extraction.settings import resolve_input_format
 from medner_udf.extraction.tables import detect_format, open_table
 from medner_udf.taggers.artifact import read_info
 
@@ -35,6 +36,21 @@ def _run_rows(output: str, name: str, run_id: str) -> pa.Table | None:
         return None
     rows = table.read()
     return rows.filter(pc.equal(rows["run_id"], run_id))
+
+
+def count_input_rows(path: str, input_format: str = "auto") -> int:
+    """Rows of the notes input at ``path`` as the job reads them (``planning.read_notes``): a Delta
+    table through its log (live files only, never the removed ones still in the folder), Parquet
+    as Spark reads a folder (files and folders starting with ``_`` or ``.`` left out)."""
+    import pyarrow.dataset as ds
+
+    fmt = resolve_input_format(path, input_format)
+    if fmt == "delta":
+        from deltalake import DeltaTable
+
+        uris = DeltaTable(path).file_uris()
+        return int(ds.dataset(uris, format="parquet").count_rows()) if uris else 0
+    return int(ds.dataset(path, format="parquet", ignore_prefixes=[".", "_"]).count_rows())
 
 
 def check_run_quality(output: str, run_id: str, model: str, n_input: int | None = None) -> list[str]:

@@ -12,11 +12,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medner_udf.config import SettingsError, conf_file, load_toml
+from medner_udf.errors import MednerError, MednerUsageError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 DEFAULT_JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
+JAVA_HINT = f"set JAVA_HOME to a Java 17 JDK (here: {DEFAULT_JAVA_HOME}); `medner doctor` checks the set-up"
+
+
+class SparkStartError(MednerError):
+    """The local Spark driver (its JVM) did not start: Java missing or the wrong one, no memory."""
 
 
 def spark_conf(conf: dict[str, Any]) -> dict[str, str]:
@@ -58,6 +64,8 @@ def build_session(conf: dict[str, str], app_name: str = "medner", master: str | 
     settings here only for keys not set in ``conf``; so the conf files leave ``spark.master`` out.
     """
     prepare_environment()
+    check_java_home()
+    from pyspark.errors import PySparkRuntimeError
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
@@ -65,7 +73,17 @@ def build_session(conf: dict[str, str], app_name: str = "medner", master: str | 
         builder = builder.master(master)
     for key, value in conf.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    try:
+        return builder.getOrCreate()
+    except PySparkRuntimeError as exc:  # JAVA_GATEWAY_EXITED and friends; the JVM said why above
+        raise SparkStartError(f"Spark did not start: {str(exc).splitlines()[0]}", hint=JAVA_HINT) from exc
+
+
+def check_java_home() -> None:
+    """A ``JAVA_HOME`` that names no Java is a setting error: say so before Spark fails obscurely."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and not (Path(java_home) / "bin" / "java").is_file():
+        raise MednerUsageError(f"JAVA_HOME={java_home} holds no bin/java", hint=JAVA_HINT)
 
 
 def spark_submit_command(

@@ -8,6 +8,7 @@ before the JVM starts, so a bad flag costs no Spark start-up. Nothing here impor
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -140,6 +141,8 @@ def check_settings(s: ExtractSettings) -> None:
         raise ExtractError(f"input folder {inp.uri} does not exist")
     resolve_input_format(s.input, s.input_format, opts)
     check_output(out, s.output_format, opts)
+    if out.is_local:
+        check_writable(Path(out.uri))
     if model.is_local:
         read_info(s.model)  # raises ArtifactError naming the folder when it is missing or incomplete
     elif file_type(model.join("artifact.json"), opts, "model") != "file":
@@ -197,6 +200,18 @@ def _check_delta_columns(table: Location, options: Mapping[str, str]) -> None:
         raise ExtractError(
             f"output table {table.uri} is a Delta table without medner's columns {missing}; expected "
             "a table medner wrote (or none)"
+        )
+
+
+def check_writable(folder: Path) -> None:
+    """The output folder, or the nearest existing folder above it, must be writable by this user."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"output {folder} cannot be written: {existing} refuses this user",
+            hint="choose another --output, or grant write permission on that folder",
         )
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from medner_udf.errors import MednerError, MednerUsageError
+from medner_udf.errors import StorageError as BaseStorageError
 
 # Scheme -> the family of filesystem that serves it ("file" covers plain local paths too).
 SCHEMES = {
@@ -50,7 +51,7 @@ REDACTED = "***"
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-class StorageError(MednerError, ValueError):
+class StorageError(BaseStorageError, ValueError):
     """A location that cannot be reached or used: missing bucket, refused credentials, a path that
     holds something else. The message names the location (never a secret)."""
 

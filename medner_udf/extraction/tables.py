@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from medner_udf.errors import MednerError
+from medner_udf.errors import ConflictError, MednerError
 from medner_udf.extraction.storage import Location, delta_options, file_type, filesystem, location, scrub
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,19 @@ class TableError(MednerError, ValueError):
     """A table location or commit that cannot be used; the message names the path."""
 
 
-class CommitConflictError(TableError):
+CONFLICT_HINT = (
+    "another job wrote this table at the same time; nothing of this run was committed, so re-run it "
+    "(runs writing one output must not overlap: the DAG sets max_active_runs=1)"
+)
+
+
+class CommitConflictError(TableError, ConflictError):
     """Another writer changed the table in a way that conflicts with this commit (both removed the
-    same file, say); this commit did not happen and the table holds the other writer's version."""
+    same file, or both created the table, say); this commit did not happen and the table holds the
+    other writer's version. Re-running is safe."""
+
+    def __init__(self, message: str, hint: str | None = CONFLICT_HINT) -> None:
+        super().__init__(message, hint)
 
 
 @dataclass(frozen=True)
@@ -350,11 +360,18 @@ class DeltaTableStore(Table):
                 "writer's version: run again",
             ) from exc
         except Exception as exc:
+            from deltalake.exceptions import DeltaError
+
+            first_line = scrub(str(exc), self.storage_options).strip().splitlines()
+            reason = first_line[0] if first_line else type(exc).__name__
             # The first commit races too: another writer created the table in between.
             if "already exists" in str(exc).lower() and not changes.removes:
                 raise CommitConflictError(
-                    f"table {self.path} was created by a concurrent writer; this commit was not made: run again"
+                    f"Delta commit to {self.path} conflicted with another writer ({reason}); "
+                    "this commit was not made"
                 ) from exc
+            if isinstance(exc, DeltaError):
+                raise TableError(f"Delta commit to {self.path} failed ({reason})") from exc
             raise
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from medner_udf.errors import MednerUsageError
 from medner_udf.models.transformer import PRECISIONS, TransformerConfig, TransformerTaggerNet
 from medner_udf.taggers.artifact import ArtifactError, ArtifactInfo
 from medner_udf.taggers.base import Tagger
@@ -49,6 +50,12 @@ def native_bf16() -> bool:
 
 
 KIND = "transformer"
+
+
+class EncoderNotFoundError(MednerUsageError, FileNotFoundError):
+    """The encoder checkpoint folder given for training is missing or not a Hugging Face folder."""
+
+
 TOKENIZER_DIR = "tokenizer"
 _DECODE_BATCH = 16  # notes per Viterbi / forward-backward pass
 
@@ -105,8 +112,9 @@ class TransformerTagger(NeuralTagger):
 
         encoder_dir = Path(encoder_dir)
         if not (encoder_dir / "config.json").is_file():
-            raise FileNotFoundError(
-                f"encoder folder {encoder_dir} has no config.json; give a local Hugging Face checkpoint"
+            raise EncoderNotFoundError(
+                f"encoder folder {encoder_dir} has no config.json",
+                hint="give --encoder (inputs.encoder) a local Hugging Face checkpoint folder",
             )
         tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir), local_files_only=True)
         # fp32 master weights whatever the checkpoint's dtype: a half-precision checkpoint would

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from fake_taggers import RecordingArtifact
-from tiny_heads import attach_tiny_heads, train_tiny_heads
+from tiny_heads import TERMS, attach_tiny_heads, train_tiny_heads
 
 import medner_udf.clinical.base as clinical_base
 from medner_udf.clinical.assertion import Assertion
@@ -24,16 +24,6 @@ from medner_udf.extraction.schemas import ENTITIES_SCHEMA, RELATIONS_SCHEMA, STA
 from medner_udf.taggers.gazetteer import GazetteerTagger
 from medner_udf.text.types import Entity
 
-TERMS = [
-    ("chest pain", "Sign_symptom"),
-    ("fever", "Sign_symptom"),
-    ("aspirin", "Medication"),
-    ("CT", "Diagnostic_procedure"),
-    ("mass", "Sign_symptom"),
-    ("liver", "Biological_structure"),
-    ("man", "Sex"),
-    ("38.5", "Lab_value"),
-]
 TAGGER = GazetteerTagger.from_terms(TERMS, name="g", version="1")
 CFG = TaskConfig(artifact="unused", model_name="g", model_version="1", run_id="r1", batch_size=2)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fake_taggers import MODULE as FAKE_TAGGERS_MODULE
-from tiny_heads import SQL_TERMS, attach_tiny_heads
+from tiny_heads import SQL_TERMS, TERMS, attach_tiny_heads
 
 from medner_udf.extraction.session import build_session
 from medner_udf.taggers.base import TAGGERS
@@ -27,17 +27,6 @@ WORKER_ENV_CONF = {
     f"spark.executorEnv.{TAGGERS.env}": FAKE_TAGGERS_MODULE,
 }
 
-# Terms of the test gazetteer: every Spark test tags with these, so expected entities are exact.
-TERMS = [
-    ("chest pain", "Sign_symptom"),
-    ("fever", "Sign_symptom"),
-    ("aspirin", "Medication"),
-    ("CT", "Diagnostic_procedure"),
-    ("mass", "Sign_symptom"),
-    ("liver", "Biological_structure"),
-    ("man", "Sex"),
-    ("38.5", "Lab_value"),
-]
 
 SPARK_TEST_CONF = {
     "spark.ui.enabled": "false",

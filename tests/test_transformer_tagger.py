@@ -417,6 +417,8 @@ def test_transformer_cpu_precisions(
         fitted_bert.set_precision("fp16")
     # The artifact's own default applies when it loads on a CPU.
     config = json.loads((folder / "config.json").read_text())
+    # ... and names no folder of the machine it was trained on.
+    assert "_name_or_path" not in config["encoder"]
     (folder / "config.json").write_text(json.dumps({**config, "cpu_precision": "bf16"}))
     monkeypatch.setattr(transformer_module, "native_bf16", lambda: True)
     assert TransformerTagger.load(folder, device="cpu").precision == "bf16"

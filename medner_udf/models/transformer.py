@@ -84,6 +84,14 @@ class TransformerConfig:
         return str(self.encoder.get("model_type", ""))
 
 
+def encoder_config_dict(encoder_config: Any) -> dict[str, Any]:
+    """The encoder's ``to_dict()`` as an artifact stores it: without ``_name_or_path``, the folder it
+    was loaded from on the training machine, which means nothing elsewhere."""
+    values: dict[str, Any] = encoder_config.to_dict()
+    values.pop("_name_or_path", None)
+    return values
+
+
 def encoder_config_from_dict(raw: dict[str, Any]) -> Any:
     """A ``PretrainedConfig`` rebuilt from ``to_dict()`` output, without touching disk or network."""
     from transformers import AutoConfig

@@ -32,7 +32,12 @@ import torch
 from torch import Tensor
 
 from medner_udf.errors import MednerUsageError
-from medner_udf.models.transformer import PRECISIONS, TransformerConfig, TransformerTaggerNet
+from medner_udf.models.transformer import (
+    PRECISIONS,
+    TransformerConfig,
+    TransformerTaggerNet,
+    encoder_config_dict,
+)
 from medner_udf.taggers.artifact import ArtifactError, ArtifactInfo
 from medner_udf.taggers.base import Tagger
 from medner_udf.taggers.neural import EmissionBatch, NeuralTagger, length_sorted_batches
@@ -120,7 +125,9 @@ class TransformerTagger(NeuralTagger):
         # fp32 master weights whatever the checkpoint's dtype: a half-precision checkpoint would
         # otherwise be fine-tuned in half precision (GPU training adds bf16 autocast on top).
         encoder = AutoModel.from_pretrained(str(encoder_dir), local_files_only=True, dtype=torch.float32)
-        bound = replace(config or TransformerConfig(), tags=tuple(tags), encoder=encoder.config.to_dict())
+        bound = replace(
+            config or TransformerConfig(), tags=tuple(tags), encoder=encoder_config_dict(encoder.config)
+        )
         info = ArtifactInfo(kind=KIND, name=name, version=version, tags=list(tags))
         return cls(info, TransformerTaggerNet(bound, encoder), tokenizer)
 

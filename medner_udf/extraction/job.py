@@ -326,26 +326,15 @@ def _run_prepared(
     def _drop_status(rows: pa.Table) -> pa.Array:
         return pc.fill_null(pc.equal(rows["run_id"], run_id), False)
 
-    ent_changes = Changes(adds=list(new_files[ENTITIES_TABLE]))
-    ent_changes.extend(
-        plan_row_removal(
-            entities,
-            ["record_id", "model_version", "run_id"],
-            _drop_record_rows,
-            ENTITIES_SCHEMA,
-            f"part-{run_id}-cow",
-        )
-    )
-    rel_changes = Changes(adds=list(new_files[RELATIONS_TABLE]))
-    rel_changes.extend(
-        plan_row_removal(
-            relations,
-            ["record_id", "model_version", "run_id"],
-            _drop_record_rows,
-            RELATIONS_SCHEMA,
-            f"part-{run_id}-cow",
-        )
-    )
+    def _record_changes(table: Table, schema: pa.Schema, name: str) -> Changes:
+        # Entities and relations are keyed by record alike: the same records' rows are dropped.
+        changes = Changes(adds=list(new_files[name]))
+        key = ["record_id", "model_version", "run_id"]
+        changes.extend(plan_row_removal(table, key, _drop_record_rows, schema, f"part-{run_id}-cow"))
+        return changes
+
+    ent_changes = _record_changes(entities, ENTITIES_SCHEMA, ENTITIES_TABLE)
+    rel_changes = _record_changes(relations, RELATIONS_SCHEMA, RELATIONS_TABLE)
     st_changes = Changes(adds=list(new_files[STATUS_TABLE]))
     st_changes.extend(plan_row_removal(status, ["run_id"], _drop_status, STATUS_SCHEMA, f"part-{run_id}-cow"))
 

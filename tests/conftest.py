@@ -331,3 +331,16 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server = S3Server(tmp_path_factory.mktemp("s3") / "requests.log")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def no_spark(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Replaces the CLI's session builder by one that records the call and refuses to start."""
+    calls: list[Any] = []
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        calls.append((args, kwargs))
+        raise RuntimeError("build_session called")
+
+    monkeypatch.setattr("medner_udf.cli.extract.build_session", refuse)
+    return calls

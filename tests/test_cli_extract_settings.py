@@ -15,19 +15,6 @@ from medner_udf.taggers.gazetteer import GazetteerTagger
 
 
 @pytest.fixture
-def no_spark(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Replaces the CLI's session builder by one that records the call and refuses to start."""
-    calls: list[Any] = []
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        calls.append((args, kwargs))
-        raise RuntimeError("build_session called")
-
-    monkeypatch.setattr("medner_udf.cli.extract.build_session", refuse)
-    return calls
-
-
-@pytest.fixture
 def job_args(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "notes").mkdir()
     pq.write_table(pa.table({"record_id": ["a"], "text": ["fever"]}), tmp_path / "notes" / "p.parquet")

@@ -22,18 +22,6 @@ if TYPE_CHECKING:
     from s3_server import S3Server
 
 
-@pytest.fixture
-def no_spark(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    calls: list[Any] = []
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        calls.append((args, kwargs))
-        raise RuntimeError("build_session called")
-
-    monkeypatch.setattr("medner_udf.cli.extract.build_session", refuse)
-    return calls
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [

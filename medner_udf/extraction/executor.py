@@ -30,10 +30,10 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -287,26 +287,42 @@ class TaggedRecords:
     )
 
 
+R = TypeVar("R")
+
+
+def _batch_or_each(
+    run: Callable[[list[int]], Sequence[R]], n: int, what: str, failure: Callable[[int], str]
+) -> list[R | str]:
+    """``run`` over items ``0..n-1`` at once; if that fails, item by item so only the bad ones fail,
+    each as the text ``"<exception type> <failure(i)>"``.
+
+    Exception messages from models can quote their input (a note), so their text is never kept.
+    """
+    try:
+        return list(run(list(range(n))))
+    except Exception:  # isolate the failing record(s) below
+        log.warning("%s failed on a batch of %d notes; retrying them one by one", what, n)
+    out: list[R | str] = []
+    for i in range(n):
+        try:
+            out.append(run([i])[0])
+        except Exception as exc:  # one bad record must not fail the task
+            out.append(f"{type(exc).__name__} {failure(i)}")
+    return out
+
+
 def _tag_safely(tagger: Tagger, texts: list[str], batch_size: int | None = None) -> list[list[Entity] | str]:
     """Tag a micro-batch; if the batch fails, tag its notes one by one so only the bad ones fail.
 
     The tagger batches the notes' segments itself (``batch_size`` segments or windows per forward
     pass; None: its own default): ``cfg.batch_size`` counts notes per micro-batch.
-
-    A failure becomes a message naming the exception type and the note's length: exception
-    messages from models can quote their input, so their text is never kept.
     """
-    try:
-        return list(tagger.tag(texts, batch_size=batch_size))
-    except Exception:  # isolate the failing record(s) below
-        log.warning("a batch of %d notes failed; retrying them one by one", len(texts))
-    out: list[list[Entity] | str] = []
-    for text in texts:
-        try:
-            out.append(list(tagger.tag([text], batch_size=batch_size)[0]))
-        except Exception as exc:  # one bad record must not fail the task
-            out.append(f"{type(exc).__name__} while tagging a note of {len(text)} characters")
-    return out
+    return _batch_or_each(
+        lambda idx: [list(e) for e in tagger.tag([texts[i] for i in idx], batch_size=batch_size)],
+        len(texts),
+        "the tagger",
+        lambda i: f"while tagging a note of {len(texts[i])} characters",
+    )
 
 
 @dataclass(frozen=True)
@@ -354,24 +370,16 @@ def _check_clinical(entities: Sequence[Entity], result: Clinical) -> str | None:
 def _heads_safely(
     heads: ClinicalHeads, texts: list[str], entities: list[list[Entity]]
 ) -> list[Clinical | str]:
-    """The heads over a micro-batch; if the batch fails, note by note so only the bad ones fail.
-
-    As with the tagger, exception messages are never kept (they may quote the note).
-    """
-    try:
-        return list(_run_heads(heads, texts, entities))
-    except Exception:  # isolate the failing record(s) below
-        log.warning("the clinical heads failed on a batch of %d notes; retrying them one by one", len(texts))
-    out: list[Clinical | str] = []
-    for text, ents in zip(texts, entities, strict=True):
-        try:
-            out.append(_run_heads(heads, [text], [ents])[0])
-        except Exception as exc:  # one bad record must not fail the task
-            out.append(
-                f"{type(exc).__name__} in the assertion/relation models on a note of {len(text)} "
-                f"characters with {len(ents)} entities"
-            )
-    return out
+    """The heads over a micro-batch; if the batch fails, note by note so only the bad ones fail."""
+    return _batch_or_each(
+        lambda idx: _run_heads(heads, [texts[i] for i in idx], [entities[i] for i in idx]),
+        len(texts),
+        "the clinical heads",
+        lambda i: (
+            f"in the assertion/relation models on a note of {len(texts[i])} characters "
+            f"with {len(entities[i])} entities"
+        ),
+    )
 
 
 def tag_records(

@@ -1,16 +1,24 @@
-"""Peak resident memory of the Spark Python workers at two input sizes, side by side.
+"""Peak resident memory of the Spark Python workers, side by side in one run: a small against a
+large input with the job's own task sizing, and one task of few against one task of many notes.
 
     .venv/bin/python bench/worker_memory.py --model models/<name>/<version> \
-        --corpus ../shared/data/maccrobat/MACCROBAT2020 --small 10000 --large 100000
+        --corpus ../shared/data/maccrobat/MACCROBAT2020 --small 10000 --large 100000 \
+        --task-small 1000 --task-large 20000
 
-Runs the extraction job (spark-submit, ``--full``) on ``--small`` and on ``--large`` notes while
-polling ``VmHWM`` (the kernel's peak RSS) of every ``pyspark.daemon``/``pyspark.worker`` process, and
-prints the largest per-process peak of each run and their ratio (target: within 10%).
+Runs the extraction job (spark-submit, ``--full``, ``conf/spark.toml``) on ``--small`` and on
+``--large`` notes on ``--master`` (default ``local[2]``; the job chooses the tasks), then on
+``--task-small`` and ``--task-large`` notes as **one task** (``local[1]``, ``--partitions 1``).
+Two independent readings of each run: the largest ``VmHWM`` (the kernel's peak RSS) of any
+``pyspark.daemon``/``pyspark.worker`` process, polled every 0.2 s from outside, and the largest
+per-task peak the job itself reports (``--task-details``: each task resets its worker's peak at
+its start). Prints each run's figures and the ratios large/small (target: <= 1.10 both).
+``--skip-scaling`` or ``--skip-task`` leaves one pair out. Only sizes and times are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -42,8 +50,11 @@ def _worker_peaks(peaks: dict[int, int], stop: threading.Event) -> None:
         stop.wait(0.2)
 
 
-def run_job(model: Path, notes_dir: Path, out: Path, master: str) -> tuple[int, int, float]:
-    """(largest worker peak RSS in MiB, worker processes seen, seconds) of one job run."""
+def run_job(
+    model: Path, notes_dir: Path, out: Path, master: str, extra_args: list[str]
+) -> tuple[float, float, int, int, float]:
+    """(largest polled worker peak MiB, largest task-reported peak MiB, worker processes seen, tasks,
+    seconds) of one job run."""
     from medner_udf.extraction.session import spark_submit_command, submit_environment
 
     if out.exists():
@@ -60,6 +71,8 @@ def run_job(model: Path, notes_dir: Path, out: Path, master: str) -> tuple[int, 
             "--full",
             "--spark-conf",
             str(ROOT / "conf" / "spark.toml"),
+            "--task-details",
+            *extra_args,
         ],
         master,
         {"spark.ui.enabled": "false"},
@@ -76,7 +89,30 @@ def run_job(model: Path, notes_dir: Path, out: Path, master: str) -> tuple[int, 
     if done.returncode != 0:
         sys.stderr.write(done.stderr[-4000:])
         raise SystemExit(f"spark-submit failed with exit status {done.returncode}")
-    return (max(peaks.values()) // 1024 if peaks else 0), len(peaks), seconds
+    summary = json.loads(done.stdout[done.stdout.rindex("\n{") :].split("\n}")[0] + "\n}")
+    tasks = summary["task_list"]
+    task_peak = max((float(t["peak_rss_mib"]) for t in tasks), default=0.0)
+    polled = max(peaks.values()) / 1024 if peaks else 0.0
+    return polled, task_peak, len(peaks), len(tasks), seconds
+
+
+def _pair(
+    label: str, model: Path, corpus: Path, work: Path, sizes: tuple[int, int], master: str, extra: list[str]
+) -> None:
+    results = {}
+    for n in sizes:
+        build_notes(corpus, n, work / f"notes-{n}")
+        results[n] = run_job(model, work / f"notes-{n}", work / f"out-{n}", master, extra)
+    for n, (polled, task_peak, procs, tasks, secs) in results.items():
+        print(
+            f"{label}, {n:>7} notes: peak worker RSS {polled:6.0f} MiB polled, {task_peak:6.0f} MiB "
+            f"task-reported ({tasks} tasks, {procs} worker processes, {secs:.0f} s)"
+        )
+    (s_polled, s_task, *_), (l_polled, l_task, *_) = results[sizes[0]], results[sizes[1]]
+    print(
+        f"{label}, ratio {sizes[1]}/{sizes[0]}: {l_polled / max(s_polled, 1):.3f} polled, "
+        f"{l_task / max(s_task, 1):.3f} task-reported  (target <= 1.10)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,26 +121,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--corpus", type=Path, default=os.environ.get("MEDNER_CORPUS"))
     p.add_argument("--small", type=int, default=10_000)
     p.add_argument("--large", type=int, default=100_000)
+    p.add_argument("--task-small", type=int, default=1_000)
+    p.add_argument("--task-large", type=int, default=20_000)
+    p.add_argument("--skip-scaling", action="store_true", help="leave out --small/--large")
+    p.add_argument("--skip-task", action="store_true", help="leave out --task-small/--task-large")
     p.add_argument("--master", default="local[2]")
     p.add_argument("--work", type=Path, default=Path("/tmp/medner-bench-mem"))
     a = p.parse_args(argv)
     if a.corpus is None:
         p.error("--corpus (or MEDNER_CORPUS) is required")
-    if not 0 < a.small < a.large:
-        p.error(f"need 0 < --small < --large, got {a.small}, {a.large}")
-    results = {}
-    for n in (a.small, a.large):
-        build_notes(a.corpus, n, a.work / f"notes-{n}")
-        results[n] = run_job(a.model, a.work / f"notes-{n}", a.work / f"out-{n}", a.master)
-    (small_mb, small_procs, small_s), (large_mb, large_procs, large_s) = results[a.small], results[a.large]
-    print(f"model: {a.model}, master: {a.master}")
-    print(
-        f"{a.small:>7} notes: peak worker RSS {small_mb:5d} MiB ({small_procs} worker processes, {small_s:.0f} s)"
-    )
-    print(
-        f"{a.large:>7} notes: peak worker RSS {large_mb:5d} MiB ({large_procs} worker processes, {large_s:.0f} s)"
-    )
-    print(f"ratio large/small: {large_mb / max(small_mb, 1):.3f}  (target <= 1.10)")
+    if not 0 < a.small < a.large or not 0 < a.task_small < a.task_large:
+        p.error("need 0 < --small < --large and 0 < --task-small < --task-large")
+    print(f"model: {a.model}, load average before: {os.getloadavg()[0]:.1f}")
+    if not a.skip_scaling:
+        _pair(f"job on {a.master}", a.model, a.corpus, a.work, (a.small, a.large), a.master, [])
+    if not a.skip_task:
+        _pair(
+            "one task",
+            a.model,
+            a.corpus,
+            a.work,
+            (a.task_small, a.task_large),
+            "local[1]",
+            ["--partitions", "1"],
+        )
 
 
 if __name__ == "__main__":

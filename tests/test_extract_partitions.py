@@ -29,6 +29,30 @@ def test_partitions_are_whole_waves_within_the_row_bound_and_minimal(n: int, slo
         assert math.ceil(n / (parts - slots)) > rows
 
 
+def test_long_notes_get_more_tasks_of_bounded_text() -> None:
+    # 4,000 notes fit one wave of 2 by rows, but 4,000 notes of 50,000 characters (200 M) at
+    # 20 M characters per task need 10 tasks: 5 waves of 2.
+    assert choose_partitions(4_000, 2, 5_000, 4_000 * 3_000, 20_000_000) == 2
+    assert choose_partitions(4_000, 2, 5_000, 4_000 * 50_000, 20_000_000) == 10
+    assert choose_partitions(4_000, 2, 5_000, 4_000 * 50_000, None) == 2  # no character bound
+
+
+@given(
+    n=st.integers(0, 200_000),
+    chars=st.integers(0, 10**10),
+    slots=st.integers(1, 64),
+    per_task=st.integers(1, 10**8),
+)
+def test_partitions_hold_the_character_bound_on_average(
+    n: int, chars: int, slots: int, per_task: int
+) -> None:
+    parts = choose_partitions(n, slots, 5_000, chars, per_task)
+    assert parts % slots == 0
+    assert chars / parts <= per_task and math.ceil(n / parts) <= 5_000
+
+
 def test_partitions_refuse_nonsense() -> None:
     with pytest.raises(ValueError, match="task_slots"):
         choose_partitions(10, 0, 5)
+    with pytest.raises(ValueError, match="chars_per_partition"):
+        choose_partitions(10, 2, 5, 100, 0)

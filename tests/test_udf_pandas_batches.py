@@ -157,3 +157,43 @@ def test_the_tagger_gets_the_configured_forward_batch_size_also_when_retrying_on
     assert tagger.batch_sizes == [None]  # unset: the tagger's own default
     with pytest.raises(ValueError, match="tagger_batch_size"):
         replace(CFG, tagger_batch_size=0)
+
+
+class _ListAccumulator:
+    """What write_batches needs of a Spark accumulator: ``add``."""
+
+    def __init__(self) -> None:
+        self.value: list[dict[str, object]] = []
+
+    def add(self, records: list[dict[str, object]]) -> None:
+        self.value.extend(records)
+
+
+def test_write_batches_reports_the_tasks_rows_characters_seconds_and_memory(
+    tmp_path: Path, recording_artifact: RecordingArtifact
+) -> None:
+    from medner_udf.extraction.task_stats import summarise
+
+    MODEL_CACHE.clear()
+    cfg = TaskConfig(
+        artifact=str(recording_artifact.path),
+        model_name="g",
+        model_version="1",
+        run_id="r1",
+        entities_uri=str(tmp_path / "entities"),
+        status_uri=str(tmp_path / "record_status"),
+        relations_uri=str(tmp_path / "relations"),
+    )
+    acc = _ListAccumulator()
+    batches = [frame([("a", "no fever", "tag"), ("b", None, "null_id")])]
+    batches.append(frame([("c", "fever and aspirin", "skip"), ("d", "x" * 1000, "tag")]))
+    list(write_batches(iter(batches), cfg, stats=acc))
+    [record] = acc.value
+    assert (record["rows"], record["tagged"], record["characters"]) == (4, 2, 1008)
+    assert record["partition"] == -1  # outside Spark
+    assert float(record["end_rss_mib"]) > 0 and float(record["seconds"]) >= 0
+    if record["peak_reset"]:
+        assert float(record["peak_rss_mib"]) >= float(record["end_rss_mib"]) * 0.5
+    summary = summarise([*acc.value, dict(record, seconds=3.0, rows=10)])
+    assert summary["count"] == 2 and summary["rows"] == {"min": 4, "max": 10}
+    assert summary["seconds"]["max"] == 3.0

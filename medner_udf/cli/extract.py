@@ -55,6 +55,12 @@ storage_option = click.option(
     "--spark-conf", "spark_conf_path", default=None, help="Spark settings file [default: conf/spark.toml]."
 )
 @click.option("--master", default=None, help="Spark master (spark-submit sets it; default local[*]).")
+@click.option(
+    "--task-details",
+    is_flag=True,
+    default=False,
+    help="Print each tagging task's rows, seconds and peak worker memory in the summary.",
+)
 @storage_option
 def extract(
     input_: str,
@@ -73,6 +79,7 @@ def extract(
     conf_path: str | None,
     spark_conf_path: str | None,
     master: str | None,
+    task_details: bool,
     storage_option_pairs: tuple[str, ...],
 ) -> None:
     """Tag the notes in INPUT and write entities and record_status tables under OUTPUT.
@@ -108,7 +115,7 @@ def extract(
         summary = run_extract(spark, settings)
     finally:
         spark.stop()
-    click.echo(json.dumps(summary.as_dict(), indent=2))
+    click.echo(json.dumps(summary.as_dict(task_details), indent=2))
 
 
 @click.command("sql")

@@ -39,6 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medner_udf.extraction import task_stats
 from medner_udf.extraction.schemas import (
     ACTION_DUPLICATE,
     ACTION_NULL_ID,
@@ -651,30 +652,65 @@ class _StreamingFile:
         }
 
 
-def write_batches(batches: Iterator[pd.DataFrame], cfg: TaskConfig) -> Iterator[pd.DataFrame]:
+def write_batches(
+    batches: Iterator[pd.DataFrame], cfg: TaskConfig, stats: Any = None
+) -> Iterator[pd.DataFrame]:
     """``mapInPandas`` function: tag every batch (and apply the clinical heads attached to the
     artifact), stream entities, relations and status rows into one Parquet file per table for this task, and return the files' metadata (``WRITTEN_FILES_DDL``).
 
     The files are not part of any table until the driver commits them; a failed or retried task
-    leaves only unreferenced files, which readers never see.
+    leaves only unreferenced files, which readers never see. ``stats`` (a Spark accumulator of
+    ``task_stats.TaskStatsParam``) receives the task's counts, seconds and worker memory.
     """
     if cfg.entities_uri is None or cfg.status_uri is None or cfg.relations_uri is None:
         raise ValueError("write_batches needs cfg.entities_uri, cfg.status_uri and cfg.relations_uri")
+    peak_reset = task_stats.reset_peak_rss()
+    started = time.perf_counter()
+    rows = tagged_notes = characters = 0
     opts = cfg.storage_options
     ent_file = _StreamingFile(cfg.entities_uri, ENTITIES_TABLE, ENTITIES_SCHEMA, cfg.run_id, opts)
     rel_file = _StreamingFile(cfg.relations_uri, RELATIONS_TABLE, RELATIONS_SCHEMA, cfg.run_id, opts)
     st_file = _StreamingFile(cfg.status_uri, STATUS_TABLE, STATUS_SCHEMA, cfg.run_id, opts)
     for frame in batches:
+        rows += len(frame)
+        to_tag = frame["text"][frame["action"] == ACTION_TAG]
+        tagged_notes += len(to_tag)
+        characters += int(to_tag.str.len().sum())
         tagger = _model_for(cfg) if _needs_model(frame) else None
         heads = _heads_for(cfg, tagger) if tagger is not None else None
         tagged = tag_records(frame, tagger, cfg, heads)
         ent_file.write(tagged.entities)
         rel_file.write(tagged.relations)
         st_file.write(tagged.status)
-        del frame, tagged  # drop this batch before the next one arrives
+        del frame, tagged, to_tag  # drop this batch before the next one arrives
     written = [info for info in (ent_file.close(), rel_file.close(), st_file.close()) if info is not None]
+    peak = task_stats.peak_rss_mib()
     _release_memory()
+    if stats is not None:
+        stats.add(
+            [
+                task_stats.as_record(
+                    task_stats.TaskStats(
+                        partition=_partition_id(),
+                        rows=rows,
+                        tagged=tagged_notes,
+                        characters=characters,
+                        seconds=round(time.perf_counter() - started, 3),
+                        peak_rss_mib=round(peak, 1),
+                        end_rss_mib=round(task_stats.rss_mib(), 1),
+                        peak_reset=peak_reset,
+                    )
+                )
+            ]
+        )
     yield pd.DataFrame(written, columns=list(WRITTEN_FILES_COLUMNS))
+
+
+def _partition_id() -> int:
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    return int(ctx.partitionId()) if ctx is not None else -1
 
 
 def _release_memory() -> None:

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from medner_udf.errors import MednerError
+from medner_udf.extraction import task_stats
 from medner_udf.extraction.executor import TaskConfig, write_batches
 from medner_udf.extraction.planning import (
     choose_partitions,
@@ -105,9 +106,17 @@ class RunSummary:
     # Times the tasks opened an input file this run (URI inputs; None when Spark's own reader read
     # a local input): equal to the number of input files when the input was scanned once.
     input_files_read: int | None = None
+    # The tagging pass's tasks: count, rows, seconds and peak Python-worker memory (min/median/max;
+    # ``task_stats.summarise``), and each task's record in ``task_list`` (ordered by partition).
+    tasks: dict[str, Any] = field(default_factory=dict)
+    task_list: list[dict[str, Any]] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_dict(self, task_details: bool = False) -> dict[str, Any]:
+        """The summary as plain data; each task's record only with ``task_details``."""
+        d = asdict(self)
+        if not task_details:
+            del d["task_list"]
+        return d
 
 
 def _read_table(spark: SparkSession, table: Table, schema: pa.Schema) -> DataFrame | None:
@@ -127,10 +136,12 @@ def _task_slots(spark: SparkSession) -> int:
     return max(1, cores // max(1, task_cpus))
 
 
-def _partitions(spark: SparkSession, s: ExtractSettings, n_input: int) -> int:
+def _partitions(spark: SparkSession, s: ExtractSettings, n_input: int, n_chars: int) -> int:
     if s.partitions is not None:
         return s.partitions
-    return choose_partitions(n_input, _task_slots(spark), s.rows_per_partition)
+    return choose_partitions(
+        n_input, _task_slots(spark), s.rows_per_partition, n_chars, s.chars_per_partition
+    )
 
 
 def _distribute(planned: DataFrame, n_parts: int) -> DataFrame:
@@ -253,7 +264,7 @@ def _run_prepared(
     from pyspark.sql import functions as F
 
     opts = settings.storage_options
-    n_input, fingerprint = input_stats(prepared)
+    n_input, fingerprint, n_chars = input_stats(prepared)
 
     entities = open_table(settings.entities_path, settings.output_format, opts)
     relations = open_table(settings.relations_path, settings.output_format, opts)
@@ -289,15 +300,17 @@ def _run_prepared(
         relations_uri=relations.location.file_uri(),
         storage_options=dict(opts),
     )
-    n_parts = _partitions(spark, settings, n_input)
+    n_parts = _partitions(spark, settings, n_input, n_chars)
     log.info(
         "run %s (seq %d, rerun=%s): %d input rows in %d partitions", run_id, run_seq, rerun, n_input, n_parts
     )
+    task_acc = spark.sparkContext.accumulator([], task_stats.TaskStatsParam())
     written = (
         _distribute(planned, n_parts)
-        .mapInPandas(functools.partial(write_batches, cfg=cfg), WRITTEN_FILES_DDL)
+        .mapInPandas(functools.partial(write_batches, cfg=cfg, stats=task_acc), WRITTEN_FILES_DDL)
         .collect()
     )
+    task_list = sorted(task_acc.value, key=lambda r: int(r["partition"]))
     new_files: dict[str, list[DataFile]] = {ENTITIES_TABLE: [], RELATIONS_TABLE: [], STATUS_TABLE: []}
     for row in written:
         new_files[row["table"]].append(
@@ -365,6 +378,8 @@ def _run_prepared(
         seconds=round(time.perf_counter() - started, 3),
         notes=_heads_notes(heads),
         input_files_read=None if location(settings.input, "input").is_local else int(files_read.value),
+        tasks=task_stats.summarise(task_list),
+        task_list=task_list,
     )
     for note in summary.notes:
         log.warning("run %s: %s", run_id, note)

@@ -226,17 +226,18 @@ def plan_actions(notes: DataFrame, latest: DataFrame | None, full: bool) -> Data
 # Run identity
 
 
-def input_stats(notes: DataFrame) -> tuple[int, str]:
-    """(row count, fingerprint) of the input in one aggregation: the fingerprint is
-    order-independent over the (record_id, note_hash) multiset."""
+def input_stats(notes: DataFrame) -> tuple[int, str, int]:
+    """(row count, fingerprint, characters of text) of the input in one aggregation: the
+    fingerprint is order-independent over the (record_id, note_hash) multiset."""
     from pyspark.sql import functions as F
 
     row = notes.agg(
         F.count(F.lit(1)).alias("n"),
         F.bit_xor(F.xxhash64("record_id", "note_hash")).alias("a"),
         F.bit_xor(F.xxhash64("note_hash", "record_id", F.lit("medner"))).alias("b"),
+        F.sum(F.length("text")).alias("chars"),
     ).collect()[0]
-    return int(row["n"]), f"{row['n']}:{row['a']}:{row['b']}"
+    return int(row["n"]), f"{row['n']}:{row['a']}:{row['b']}", int(row["chars"] or 0)
 
 
 def input_fingerprint(notes: DataFrame) -> str:
@@ -244,20 +245,37 @@ def input_fingerprint(notes: DataFrame) -> str:
     return input_stats(notes)[1]
 
 
-def choose_partitions(n_input: int, task_slots: int, rows_per_partition: int) -> int:
+def choose_partitions(
+    n_input: int,
+    task_slots: int,
+    rows_per_partition: int,
+    n_chars: int = 0,
+    chars_per_partition: int | None = None,
+) -> int:
     """Partitions for the tagging pass: a whole number of waves over the job's task slots, each
-    partition at most ``rows_per_partition`` rows, as few waves as that bound allows.
+    partition at most ``rows_per_partition`` rows and (on average) ``chars_per_partition``
+    characters, as few waves as those bounds allow.
 
     A count that is not a multiple of the slots leaves the last wave part empty: 12,000 notes at
     5,000 per partition on 2 slots were 3 partitions, the third ran alone on one core while the
     other idled. Here they are 4 of 3,000 (2 full waves). An input smaller than the slots still
-    gets one partition per slot (some empty) so no core idles in the only wave.
+    gets one partition per slot (some empty) so no core idles in the only wave. The character
+    bound keeps a table of long notes (discharge summaries, scanned reports) in tasks of bounded
+    text, whatever their count.
     """
-    if task_slots < 1 or rows_per_partition < 1:
+    if (
+        task_slots < 1
+        or rows_per_partition < 1
+        or (chars_per_partition is not None and chars_per_partition < 1)
+    ):
         raise ValueError(
-            f"task_slots and rows_per_partition must be >= 1, got {task_slots}, {rows_per_partition}"
+            "task_slots, rows_per_partition and chars_per_partition must be >= 1, got "
+            f"{task_slots}, {rows_per_partition}, {chars_per_partition}"
         )
-    waves = max(1, math.ceil(max(0, n_input) / (task_slots * rows_per_partition)))
+    tasks = math.ceil(max(0, n_input) / rows_per_partition)
+    if chars_per_partition is not None:
+        tasks = max(tasks, math.ceil(max(0, n_chars) / chars_per_partition))
+    waves = max(1, math.ceil(tasks / task_slots))
     return task_slots * waves
 
 

@@ -54,6 +54,7 @@ class ExtractSettings:
     max_batch_chars: int = 200_000
     tagger_batch_size: int | None = None
     rows_per_partition: int = 5_000
+    chars_per_partition: int = 20_000_000
     partitions: int | None = None
     full: bool = False
     run_id: str | None = None
@@ -113,6 +114,7 @@ def check_settings(s: ExtractSettings) -> None:
         ("batch_size", s.batch_size),
         ("max_batch_chars", s.max_batch_chars),
         ("rows_per_partition", s.rows_per_partition),
+        ("chars_per_partition", s.chars_per_partition),
         ("tagger_batch_size", 1 if s.tagger_batch_size is None else s.tagger_batch_size),
     ):
         if value < 1:

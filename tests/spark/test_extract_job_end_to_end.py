@@ -83,6 +83,19 @@ def test_first_run_gives_every_record_its_status_and_exact_offsets(
     assert by_id["big"] == [("ok", None)]
     assert by_id["n5"] == [("ok", None)]
     assert summary.status_counts == {"ok": 4, "empty": 3, "skipped": 0, "error": 3}
+    # Each tagging task reports what it did: together every input row, once; tagged notes and
+    # their characters are those of the rows planned for tagging (not duplicates or null ids).
+    tasks = summary.task_list
+    assert summary.tasks["count"] == len(tasks) >= 1
+    assert sum(t["rows"] for t in tasks) == len(NOTES)
+    tagged = [t for rid, t in NOTES if rid not in (None, "dup")]
+    assert sum(t["tagged"] for t in tasks) == len(tagged)
+    assert sum(t["characters"] for t in tasks) == sum(len(t or "") for t in tagged)
+    assert sorted(t["partition"] for t in tasks) == list(range(len(tasks)))
+    assert all(t["peak_rss_mib"] > 0 and t["seconds"] >= 0 for t in tasks)
+    assert "task_list" not in summary.as_dict() and len(
+        summary.as_dict(task_details=True)["task_list"]
+    ) == len(tasks)
 
     ents = delta_frame(tmp_path / "out" / "entities")
     texts = {rid: t for rid, t in NOTES if rid is not None and t is not None}

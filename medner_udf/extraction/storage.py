@@ -389,6 +389,7 @@ def local_copy(
     root = Path(cache_root or tempfile.gettempdir()) / ARTIFACT_CACHE
     target = root / digest
     if (target / marker).is_file():
+        os.utime(target)  # last use, for prune_cache
         return target
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".staging-{uuid.uuid4().hex}"
@@ -408,4 +409,38 @@ def local_copy(
         raise _classify(exc, loc, opts, what) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    prune_cache(root, keep=CACHE_KEEP, min_idle_s=CACHE_MIN_IDLE_S)
     return target
+
+
+# The artifact cache keeps the most recently used copies; older ones go once idle for a day (a
+# copy in use by a job that started earlier is never that old: every use touches it).
+CACHE_KEEP = 4
+CACHE_MIN_IDLE_S = 24 * 3600
+
+
+def prune_cache(root: Path, keep: int, min_idle_s: float, now: float | None = None) -> list[Path]:
+    """Remove cached artifact copies (and abandoned staging folders) beyond the ``keep`` most
+    recently used that have not been used for ``min_idle_s`` seconds; returns what was removed.
+    Each new download prunes, so a nightly job whose model changes does not fill the disk."""
+    import time
+
+    now = time.time() if now is None else now
+    try:
+        entries = sorted(
+            (e for e in root.iterdir() if e.is_dir()), key=lambda e: e.stat().st_mtime, reverse=True
+        )
+    except OSError:
+        return []
+    removed = []
+    copies = [e for e in entries if not e.name.startswith(".staging-")]
+    stale = copies[keep:] + [e for e in entries if e.name.startswith(".staging-")]
+    for entry in stale:
+        try:
+            idle = now - entry.stat().st_mtime
+        except OSError:
+            continue
+        if idle >= min_idle_s:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed

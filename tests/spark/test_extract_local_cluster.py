@@ -12,6 +12,7 @@ import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,6 +21,9 @@ from deltalake import DeltaTable
 from fake_taggers import RecordingArtifact
 
 from medner_udf.extraction.session import spark_submit_command, submit_environment
+
+if TYPE_CHECKING:
+    from s3_server import S3Server
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -111,3 +115,65 @@ def test_each_task_uses_the_gpu_address_spark_assigned(tmp_path: Path) -> None:
     assert {r["gpus"] for r in rows} == {"7"}
     assert {r["device"] for r in rows} == {"cuda:7"}
     assert len({r["pid"] for r in rows}) >= 2  # two executors, so at least two Python workers
+
+
+def test_s3_input_output_and_model_on_separate_executors(
+    tmp_path: Path, gazetteer_artifact: Path, s3_server: S3Server
+) -> None:
+    """Executors that share no disk with the driver: the notes, the model and the tables all live in
+    the S3 server; the executors read and write through pyarrow, the driver commits through delta-rs.
+    The job runs from a folder that is not the checkout."""
+    from medner_udf.extraction.storage import filesystem, location
+    from medner_udf.extraction.tables import open_table
+    from medner_udf.taggers.gazetteer import GazetteerTagger
+
+    opts = s3_server.options
+    bucket = s3_server.make_bucket("cluster")
+    fs, _ = filesystem(location(f"s3://{bucket}"), opts)
+    ids = list(NOTES)
+    for part in range(2):
+        chunk = ids[part::2]
+        pq.write_table(
+            pa.table({"record_id": chunk, "text": [NOTES[i] for i in chunk]}),
+            f"{bucket}/notes/part-{part}.parquet",
+            filesystem=fs,
+        )
+    for f in gazetteer_artifact.rglob("*"):
+        if f.is_file():
+            with fs.open_output_stream(f"{bucket}/model/{f.relative_to(gazetteer_artifact)}") as out:
+                out.write(f.read_bytes())
+    args = [
+        "--input",
+        f"s3://{bucket}/notes",
+        "--output",
+        f"s3://{bucket}/out",
+        "--model",
+        f"s3://{bucket}/model",
+    ]
+    args += ["--partitions", "4", "--batch-size", "2", "--spark-conf", str(ROOT / "conf" / "spark.toml")]
+    for key, value in opts.items():
+        args += ["--storage-option", f"{key}={value}"]
+    cmd = spark_submit_command(
+        ROOT / "jobs" / "extract.py",
+        args,
+        MASTER,
+        {"spark.ui.enabled": "false", "spark.executor.memory": "768m"},
+    )
+    stdout = run(cmd, tmp_path)
+    assert s3_server.secret_key not in stdout
+    summary = json.loads(stdout[stdout.rindex("\n{") :].split("\n}")[0] + "\n}")
+    assert summary["status_counts"] == {"ok": 12, "empty": 0, "skipped": 0, "error": 0}
+    assert summary["input_files_read"] == 2  # one scan, on the executors
+
+    # The entity rows are exactly what the same tagger finds in this process.
+    tagger = GazetteerTagger.load(gazetteer_artifact)
+    expected = {
+        (rid, e.begin, e.end, e.label)
+        for rid, ents in zip(ids, tagger.tag([NOTES[i] for i in ids]), strict=True)
+        for e in ents
+    }
+    ents = open_table(f"s3://{bucket}/out/entities", "delta", opts).read().to_pandas()
+    assert set(zip(ents.record_id, ents.begin, ents.end, ents.label, strict=True)) == expected
+    assert len(ents) == len(expected)
+    status = open_table(f"s3://{bucket}/out/record_status", "delta", opts).read().to_pandas()
+    assert sorted(status.record_id) == sorted(ids)

@@ -31,8 +31,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from extract_throughput import ROOT, build_notes
 
 
-def _worker_peaks(peaks: dict[int, int], stop: threading.Event) -> None:
-    """Poll /proc for Python worker processes and keep each one's peak RSS (kB)."""
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether process ``pid`` is ``ancestor`` or one of its descendants (other jobs on the
+    machine have Python workers too)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state: the parent
+    return False
+
+
+def _worker_peaks(peaks: dict[int, int], stop: threading.Event, root: int) -> None:
+    """Poll /proc for the Python worker processes under process ``root`` and keep each one's peak
+    RSS (kB)."""
     while not stop.is_set():
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -41,11 +53,13 @@ def _worker_peaks(peaks: dict[int, int], stop: threading.Event) -> None:
                 cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
                 if b"pyspark.daemon" not in cmd and b"pyspark.worker" not in cmd:
                     continue
+                if not _descends_from(int(entry), root):
+                    continue
                 for line in Path(f"/proc/{entry}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         kb = int(line.split()[1])
                         peaks[int(entry)] = max(peaks.get(int(entry), 0), kb)
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
+            except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError, IndexError):
                 continue
         stop.wait(0.2)
 
@@ -79,17 +93,20 @@ def run_job(
     )
     peaks: dict[int, int] = {}
     stop = threading.Event()
-    poller = threading.Thread(target=_worker_peaks, args=(peaks, stop), daemon=True)
-    poller.start()
     started = time.perf_counter()
-    done = subprocess.run(cmd, env=submit_environment(), capture_output=True, text=True)
+    proc = subprocess.Popen(
+        cmd, env=submit_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    poller = threading.Thread(target=_worker_peaks, args=(peaks, stop, proc.pid), daemon=True)
+    poller.start()
+    stdout, stderr = proc.communicate()
     seconds = time.perf_counter() - started
     stop.set()
     poller.join()
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-4000:])
-        raise SystemExit(f"spark-submit failed with exit status {done.returncode}")
-    summary = json.loads(done.stdout[done.stdout.rindex("\n{") :].split("\n}")[0] + "\n}")
+    if proc.returncode != 0:
+        sys.stderr.write(stderr[-4000:])
+        raise SystemExit(f"spark-submit failed with exit status {proc.returncode}")
+    summary = json.loads(stdout[stdout.rindex("\n{") :].split("\n}")[0] + "\n}")
     tasks = summary["task_list"]
     task_peak = max((float(t["peak_rss_mib"]) for t in tasks), default=0.0)
     polled = max(peaks.values()) / 1024 if peaks else 0.0

@@ -2,8 +2,8 @@
 makes it fail every request (a storage outage) and back.
 
 Run as ``python s3_server.py LOG_FILE``: starts moto's WSGI app under werkzeug on 127.0.0.1 at a
-free port, prints the port on stdout, logs every request line (method and path) to LOG_FILE, and
-stops when stdin closes. Each line on stdin is a command, answered by one line on stdout:
+free port, prints the port on stdout, logs every request line (method and path) to LOG_FILE and
+every PUT's path and ``If-None-Match`` header to LOG_FILE.puts, and stops when stdin closes. Each line on stdin is a command, answered by one line on stdout:
 
 - ``down``: from now on every request is answered ``503 ServiceUnavailable`` (an outage; the SDKs
   retry it as a transient error, then give up);
@@ -40,14 +40,18 @@ OUTAGE_BODY = (
 class Faults:
     """WSGI middleware in front of moto: passes requests through, or answers 503 while down."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+    def __init__(self, app: Callable[..., Iterable[bytes]], puts_log: str | None = None) -> None:
         self.app = app
+        self.puts_log = puts_log
         self.down = False
         self.trip: tuple[re.Pattern[str], re.Pattern[str]] | None = None
         self.lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+        if method == "PUT" and self.puts_log is not None:
+            with self.lock, open(self.puts_log, "a", encoding="utf-8") as fh:
+                fh.write(f"{path}\t{environ.get('HTTP_IF_NONE_MATCH', '')}\n")
         with self.lock:
             if self.trip is not None and self.trip[0].fullmatch(method) and self.trip[1].search(path):
                 self.down, self.trip = True, None
@@ -89,7 +93,7 @@ def main(log_file: str) -> None:
     werkzeug_log.handlers[:] = [handler]
     werkzeug_log.setLevel(logging.INFO)
     werkzeug_log.propagate = False
-    faults = Faults(DomainDispatcherApplication(create_backend_app))
+    faults = Faults(DomainDispatcherApplication(create_backend_app), f"{log_file}.puts")
     server = make_server("127.0.0.1", 0, faults, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -179,6 +183,15 @@ class S3Server:
         )
         s3.create_dir(name)
         return name
+
+    def puts(self) -> list[tuple[str, str]]:
+        """(path, its ``If-None-Match`` header or "") of every PUT so far: a put-if-absent
+        (``If-None-Match: *``) is how a Delta commit claims its log entry on S3."""
+        puts_log = Path(f"{self.log_file}.puts")
+        if not puts_log.is_file():
+            return []
+        lines = puts_log.read_text(encoding="utf-8").splitlines()
+        return [(p, h) for p, _, h in (line.partition("\t") for line in lines)]
 
     def requests(self) -> list[str]:
         """Request lines served so far, as ``METHOD /path?query``."""

@@ -59,9 +59,11 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest -q
 
-## The nightly DAG with Airflow itself (its own venv, a temporary AIRFLOW_HOME): loaded with its Variables
-## absent and set, then `airflow dags test medner_nightly 2026-01-02` end to end on five corpus notes with
-## the project venv's spark-submit, and the tables checked (docs/extraction.md, "The nightly DAG").
+## The DAGs with Airflow itself (its own venv, a temporary AIRFLOW_HOME): medner_nightly and
+## medner_weekly_maintenance loaded with their Variables absent and set, then `airflow dags test` end to end
+## on five corpus notes with the project venv's spark-submit: the nightly DAG on local paths, then both DAGs
+## on a moto S3 server (the project venv runs it), the tables checked and no secret in the task logs
+## (docs/extraction.md, "The nightly DAG").
 dag-test: venv venv-airflow
 	AIRFLOW_HOME=$$(mktemp -d) PYTHONPATH=. MEDNER_PYTHON=$(abspath $(BIN)/python) \
 	  $(AIRFLOW_VENV)/bin/pytest -q -p no:cacheprovider tests/test_dag_medner_nightly.py

@@ -113,16 +113,21 @@ def test_cli_os_permission_error_is_reported_not_a_bug(
 
 
 def _delta_conflict(output: Path) -> None:
-    """Two jobs create the same Delta table: the second one's commit finds it already there."""
+    """Two jobs commit the same run to one Delta table at once: both planned on the same version,
+    and the second one's commit finds the first one's commit of that run."""
     data = output / "record_status"
     data.mkdir(parents=True)
     rows = pa.Table.from_pylist([], schema=STATUS_SCHEMA)
-    pq.write_table(rows, data / "f.parquet")
-    add = Changes(adds=[DataFile("f.parquet", (data / "f.parquet").stat().st_size, 0, 1)])
+
+    def add(name: str) -> Changes:
+        pq.write_table(rows, data / name)
+        return Changes(adds=[DataFile(name, (data / name).stat().st_size, 0, 1)])
+
+    DeltaTableStore(data).commit(add("seed.parquet"), STATUS_SCHEMA, {})
     first, second = DeltaTableStore(data), DeltaTableStore(data)
-    first.commit(add, STATUS_SCHEMA, {"run_id": "a"})
-    second.exists = lambda: False  # type: ignore[method-assign]  # it looked before the first commit
-    second.commit(add, STATUS_SCHEMA, {"run_id": "b"})
+    first.files(), second.files()  # both plan on version 0
+    first.commit(add("a.parquet"), STATUS_SCHEMA, {"medner.run_id": "r1"})
+    second.commit(add("b.parquet"), STATUS_SCHEMA, {"medner.run_id": "r1"})
 
 
 def test_cli_delta_commit_conflict_is_one_line_and_says_rerun(
@@ -138,9 +143,12 @@ def test_cli_delta_commit_conflict_is_one_line_and_says_rerun(
     out = tmp_path / "out"
     result = run("extract", "--input", str(notes), "--output", str(out), "--model", str(model))
     assert_reported(
-        result, 1, f"Delta commit to {out / 'record_status'} conflicted with another writer", "re-run it"
+        result,
+        1,
+        f"commit to {out / 'record_status'} conflicts with a concurrent commit (version 0 -> 1) of the "
+        "same run 'r1'",
+        "re-running this job is safe",
     )
-    assert "already exists" in result.stderr
 
 
 def test_cli_debug_adds_the_traceback_of_an_expected_failure(tmp_path: Path) -> None:

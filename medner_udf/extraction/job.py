@@ -67,7 +67,7 @@ from medner_udf.extraction.schemas import (
 )
 from medner_udf.extraction.settings import ExtractSettings, check_settings, resolve_input_format
 from medner_udf.extraction.shipping import ship_artifact
-from medner_udf.extraction.storage import local_copy, location
+from medner_udf.extraction.storage import local_copy, location, storage_failure
 from medner_udf.extraction.tables import Changes, DataFile, Table, open_table, plan_row_removal
 from medner_udf.taggers.artifact import read_info
 
@@ -239,6 +239,14 @@ def run_extract(
             before_commit,
             started,
         )
+    except Exception as exc:
+        # Storage that fails mid-run (in a task or on the driver) surfaces as one StorageError
+        # naming the location, not as the SDK's error or a Spark task's traceback.
+        where = {w: location(p, w) for w, p in (("output", settings.output), ("input", settings.input))}
+        failure = storage_failure(exc, where, opts)
+        if failure is None:
+            raise
+        raise failure from exc
     finally:
         prepared.unpersist()
 

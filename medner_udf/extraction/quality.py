@@ -1,12 +1,13 @@
 """The data-quality gate over one run's rows: what the Airflow DAG checks after each extraction.
 
-pyarrow only (no Spark, no torch): the DAG runs it in the project's Python as a plain task.
+pyarrow only (no Spark, no torch): the DAG runs it in the project's Python as a plain task. Output,
+input and model are paths or URIs, read with the job's storage options.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
+from collections.abc import Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,40 +21,55 @@ from medner_udf.extraction.schemas import (
     STATUS_TABLE,
 )
 from medner_udf.extraction.settings import resolve_input_format
+from medner_udf.extraction.storage import delta_options, filesystem, local_copy, location
 from medner_udf.extraction.tables import detect_format, open_table
 from medner_udf.taggers.artifact import read_info
 
 
-def _run_rows(output: str, name: str, run_id: str) -> pa.Table | None:
-    """The rows of table ``name`` under ``output`` written by ``run_id``; None when the table is
-    missing or has no data files."""
-    path = str(Path(output) / name)
-    fmt = detect_format(path)
+def _run_rows(
+    output: str, name: str, run_id: str, storage_options: Mapping[str, str] | None = None
+) -> pa.Table | None:
+    """The rows of table ``name`` under ``output`` (a path or URI) written by ``run_id``; None when
+    the table is missing or has no data files."""
+    path = location(output, "output").join(name).uri
+    fmt = detect_format(path, storage_options)
     if fmt is None:
         return None
-    table = open_table(path, fmt)
+    table = open_table(path, fmt, storage_options)
     if not table.files():
         return None
     rows = table.read()
     return rows.filter(pc.equal(rows["run_id"], run_id))
 
 
-def count_input_rows(path: str, input_format: str = "auto") -> int:
+def count_input_rows(
+    path: str, input_format: str = "auto", storage_options: Mapping[str, str] | None = None
+) -> int:
     """Rows of the notes input at ``path`` as the job reads them (``planning.read_notes``): a Delta
     table through its log (live files only, never the removed ones still in the folder), Parquet
     as Spark reads a folder (files and folders starting with ``_`` or ``.`` left out)."""
     import pyarrow.dataset as ds
 
-    fmt = resolve_input_format(path, input_format)
+    loc = location(path, "input")
+    fs, base = filesystem(loc, storage_options)
+    fmt = resolve_input_format(path, input_format, storage_options)
     if fmt == "delta":
         from deltalake import DeltaTable
 
-        uris = DeltaTable(path).file_uris()
-        return int(ds.dataset(uris, format="parquet").count_rows()) if uris else 0
-    return int(ds.dataset(path, format="parquet", ignore_prefixes=[".", "_"]).count_rows())
+        dt = DeltaTable(loc.uri, storage_options=delta_options(loc, storage_options))
+        # The live files' URIs as paths of the filesystem (``s3://b/k`` -> ``b/k``, ``file:///x`` -> ``/x``).
+        files = [str(u).split("://", 1)[-1] for u in dt.file_uris()]
+        return int(ds.dataset(files, format="parquet", filesystem=fs).count_rows()) if files else 0
+    return int(ds.dataset(base, format="parquet", filesystem=fs, ignore_prefixes=[".", "_"]).count_rows())
 
 
-def check_run_quality(output: str, run_id: str, model: str, n_input: int | None = None) -> list[str]:
+def check_run_quality(
+    output: str,
+    run_id: str,
+    model: str,
+    n_input: int | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> list[str]:
     """Problems with run ``run_id``'s rows in ``output`` (empty list: all good).
 
     Checks: the run has status rows (as many as ``n_input`` input rows when given); each entity's
@@ -65,19 +81,20 @@ def check_run_quality(output: str, run_id: str, model: str, n_input: int | None 
     record's relation count matches its status row. Messages hold counts and ids, never note text.
     A table written before the relations existed (no ``relations`` table) passes those checks.
     """
-    info = read_info(model)
+    opts = storage_options
+    info = read_info(local_copy(location(model, "model"), opts, "artifact.json", "model"))
     for name in (STATUS_TABLE, ENTITIES_TABLE):
-        path = Path(output) / name
-        if detect_format(path) is None:
+        path = location(output, "output").join(name).uri
+        if detect_format(path, opts) is None:
             return [f"table {path} does not exist"]
-    status = _run_rows(output, STATUS_TABLE, run_id)
+    status = _run_rows(output, STATUS_TABLE, run_id, opts)
     if status is None or status.num_rows == 0:
         return [f"run {run_id} has no status rows"]
     problems: list[str] = []
     if n_input is not None and status.num_rows != n_input:
         problems.append(f"run {run_id}: {n_input} input rows but {status.num_rows} status rows")
-    ents = _run_rows(output, ENTITIES_TABLE, run_id)
-    rels = _run_rows(output, RELATIONS_TABLE, run_id)
+    ents = _run_rows(output, ENTITIES_TABLE, run_id, opts)
+    rels = _run_rows(output, RELATIONS_TABLE, run_id, opts)
     problems += _relation_problems(run_id, status, ents, rels)
     if ents is None or ents.num_rows == 0:
         return problems

@@ -292,21 +292,26 @@ def delta_options(loc: Location, options: Mapping[str, str] | None) -> dict[str,
 # Checks that run before any work
 
 
-def _classify(exc: BaseException, loc: Location, options: Mapping[str, str], what: str) -> StorageError:
+def _classify(
+    exc: BaseException,
+    loc: Location,
+    options: Mapping[str, str],
+    what: str,
+    failed: str = "cannot be reached",
+) -> StorageError:
     msg = scrub(str(exc), options)
     low = msg.lower()
-    if any(
+    # Status codes as whole words only: object keys hold hex run ids and uuids ("...a403f...").
+    if re.search(r"\b40[13]\b", low) or any(
         s in low
         for s in (
             "access denied",
             "access_denied",
             "forbidden",
-            "403",
             "invalidaccesskeyid",
             "signaturedoesnotmatch",
             "authorization",
             "unauthorized",
-            "401",
         )
     ):
         return StorageError(
@@ -315,8 +320,96 @@ def _classify(exc: BaseException, loc: Location, options: Mapping[str, str], wha
         )
     if "nosuchbucket" in low or "bucket does not exist" in low or "containernotfound" in low:
         return StorageError(f"{what} {loc.uri}: the bucket or container does not exist")
-    first = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
-    return StorageError(f"{what} {loc.uri} cannot be reached: {first}")
+    return StorageError(
+        f"{what} {loc.uri} {failed}: {_reason(msg, options) or type(exc).__name__}", hint=REACH_HINT
+    )
+
+
+# A Spark task that failed in its Python worker reaches the driver as a PythonException (or a
+# Py4JJavaError around one) whose text ends with the worker's traceback; its last line of one of
+# these types is a storage failure inside the task.
+_TASK_STORAGE_LINE = re.compile(
+    r"^(?:[\w.]+\.)?(OSError|IOError|ArrowIOError|FileNotFoundError|PermissionError|TimeoutError|"
+    r"ConnectionError|ConnectionResetError|ConnectionRefusedError|BrokenPipeError|StorageError): (.+)$",
+    re.MULTILINE,
+)
+_SPARK_TASK_ERRORS = ("PythonException", "Py4JJavaError", "SparkException")
+# delta-rs (object_store) texts of a storage failure, as opposed to a protocol or schema error.
+_OBJECT_STORE_WORDS = (
+    "object store",
+    "objectstore",
+    "generic s3 error",
+    "generic azure error",
+    "generic gcs error",
+    "error sending request",
+    "error performing",
+    "connection",
+    "timed out",
+    "timeout",
+    "service unavailable",
+    "serviceunavailable",
+    "slowdown",
+    "internal error",
+    "internalerror",
+    "status: 5",
+)
+REACH_HINT = (
+    "check the endpoint, the network and the storage service's health, then re-run: a run that "
+    "failed commits nothing that a re-run does not replace"
+)
+MID_RUN_HINT = (
+    "the storage service failed or could not be reached while the job ran; every table is at a "
+    'committed version (docs/extraction.md, "Commits"), so re-run the job once the storage answers again'
+)
+
+
+def _reason(text: str, options: Mapping[str, str]) -> str:
+    lines = [ln.strip() for ln in scrub(text, options).strip().splitlines() if ln.strip()]
+    reason = lines[0] if lines else ""
+    return reason if len(reason) <= 300 else reason[:297] + "..."
+
+
+def storage_failure(
+    exc: BaseException, locations: Mapping[str, Location], options: Mapping[str, str] | None
+) -> StorageError | None:
+    """``exc`` as a ``StorageError`` when it is a storage failure met while a job ran, else None.
+
+    Storage failures are an ``OSError`` (pyarrow's filesystems and delta-rs raise them for an
+    object store that fails, times out or refuses), a delta-rs ``DeltaError`` whose text is an
+    object-store error, and a Spark task that failed with one of these in its Python worker. The
+    message names the location the failure concerns (the first of ``locations``, ``{what: location}``,
+    whose path the error text mentions, else the first one), says which way it failed (credentials refused,
+    missing bucket, or the first line of the SDK's text with secrets scrubbed), never a traceback.
+    A ``MednerError`` is already fit to show: None.
+    """
+    if isinstance(exc, MednerError) or not locations:
+        return None
+    opts = options or {}
+    text = str(exc)
+    if type(exc).__name__ in _SPARK_TASK_ERRORS:
+        found = _TASK_STORAGE_LINE.findall(text)
+        if not found:
+            return None
+        text = found[-1][1]
+    elif not isinstance(exc, OSError):
+        try:
+            from deltalake.exceptions import CommitFailedError, DeltaError
+        except ImportError:  # pragma: no cover - deltalake is a dependency
+            return None
+        if not isinstance(exc, DeltaError) or isinstance(exc, CommitFailedError):
+            return None
+        if not any(w in text.lower() for w in _OBJECT_STORE_WORDS):
+            return None
+    what, loc = next(
+        ((w, x) for w, x in locations.items() if x.uri.split("://", 1)[-1].rstrip("/") in text),
+        next(iter(locations.items())),
+    )
+    classified = _classify(_TextError(text), loc, opts, what, failed="failed while the job ran")
+    return StorageError(str(classified), hint=MID_RUN_HINT)
+
+
+class _TextError(Exception):
+    """An error text handed to ``_classify``."""
 
 
 def file_type(loc: Location, options: Mapping[str, str] | None, what: str = "location") -> str:

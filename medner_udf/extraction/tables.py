@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -38,14 +39,23 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from medner_udf.errors import ConflictError, MednerError
-from medner_udf.extraction.storage import Location, delta_options, file_type, filesystem, location, scrub
+from medner_udf.extraction.schemas import ENTITIES_TABLE, RELATIONS_TABLE
+from medner_udf.extraction.storage import (
+    Location,
+    delta_options,
+    file_type,
+    filesystem,
+    location,
+    scrub,
+    storage_failure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +69,17 @@ class TableError(MednerError, ValueError):
     """A table location or commit that cannot be used; the message names the path."""
 
 
+# Commit metadata key of the run that made a commit (job.py sets it on every commit).
+RUN_ID_KEY = "medner.run_id"
+# Tables keyed by record: a concurrent commit with rows of the same records conflicts.
+RECORD_KEYED_TABLES = frozenset({ENTITIES_TABLE, RELATIONS_TABLE})
+# Attempts of one Delta commit that keeps losing the race for the next version to commuting commits.
+COMMIT_ATTEMPTS = 20
+
 CONFLICT_HINT = (
-    "another job wrote this table at the same time; nothing of this run was committed, so re-run it "
-    "(runs writing one output must not overlap: the DAG sets max_active_runs=1)"
+    "another job wrote this table at the same time and this commit was not made; re-running this job "
+    "is safe: it replaces whatever rows of this run did land (runs writing one output should not "
+    "overlap: the DAG sets max_active_runs=1)"
 )
 
 
@@ -106,6 +124,29 @@ def local_path(uri: str) -> str:
     return uri[len("file://") :] if uri.startswith("file://") else uri
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T", bound="Table")
+
+
+def storage_errors(method: Callable[Concatenate[T, P], R]) -> Callable[Concatenate[T, P], R]:
+    """A table method whose storage failures (pyarrow's ``OSError``, delta-rs's object-store
+    errors) surface as a ``StorageError`` naming the table, secrets scrubbed, instead of the SDK's
+    raw error; anything else passes through unchanged."""
+
+    @functools.wraps(method)
+    def wrapper(self: T, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            failure = storage_failure(exc, {"table": self.location}, self.storage_options)
+            if failure is None:
+                raise
+            raise failure from exc
+
+    return wrapper  # type: ignore[return-value]  # functools.wraps's _Wrapped is that callable
+
+
 class Table(ABC):
     """One output table at ``path``: a local folder or a URI (``storage.location``)."""
 
@@ -116,7 +157,8 @@ class Table(ABC):
         self.storage_options = dict(storage_options or {})
         self.path = self.location.uri  # an absolute local path, or the URI
         self._fs: Any = None
-        self._read: Any = None  # Delta: the snapshot that files() returned (the commit's base)
+        # Delta: what files() read last, which the next commit is checked against (None: nothing).
+        self._planned: _Planned | None = None
 
     @property
     def fs(self) -> Any:
@@ -148,6 +190,7 @@ class Table(ABC):
         """Absolute URIs of the live data files: what Spark or pyarrow should read."""
         return [self.location.join(p).file_uri() for p in self.files()]
 
+    @storage_errors
     def read_file(
         self, rel: str, columns: Sequence[str] | None = None, schema: pa.Schema | None = None
     ) -> pa.Table:
@@ -164,6 +207,7 @@ class Table(ABC):
         writes the schema into the manifest and readers pass the schema they expect."""
         return []
 
+    @storage_errors
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         """All live rows as one Arrow table (small tables and tests; Spark reads ``file_uris``)."""
         parts = [self.read_file(p, columns) for p in self.files()]
@@ -175,6 +219,7 @@ class Table(ABC):
     def new_file_path(self, prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex}.zstd.parquet"
 
+    @storage_errors
     def write_file(self, rel: str, rows: pa.Table) -> DataFile:
         """Write ``rows`` as the table file ``rel`` (not live until a commit adds it)."""
         fs, base = self.fs
@@ -240,6 +285,7 @@ class DeltaTableStore(Table):
 
     format = "delta"
 
+    @storage_errors
     def exists(self) -> bool:
         # pyarrow, not delta-rs, answers first: it fails fast on a missing bucket, where delta-rs
         # retries for minutes.
@@ -257,24 +303,30 @@ class DeltaTableStore(Table):
 
         return DeltaTable(self.path, storage_options=self._delta_options())
 
+    @storage_errors
     def files(self) -> list[str]:
         """The live files; the version read here is the one the next ``commit`` is checked
         against, so a commit planned on it conflicts with whatever changed the table since."""
         if not self.exists():
-            self._read = None
+            self._planned = _Planned(-1, frozenset())
             return []
-        self._read = self._dt()
+        dt = self._dt()
         # Paths as written in the log: relative for files this job adds (no partitions).
-        return [str(p) for p in self._read.get_add_actions(flatten=True).column("path").to_pylist()]
+        paths = [str(p) for p in dt.get_add_actions(flatten=True).column("path").to_pylist()]
+        self._planned = _Planned(int(dt.version()), frozenset(paths))
+        return paths
 
+    @storage_errors
     def file_uris(self) -> list[str]:
         if not self.exists():
             return []
         return [str(u) for u in self._dt().file_uris()]
 
+    @storage_errors
     def version(self) -> int | None:
         return int(self._dt().version()) if self.exists() else None
 
+    @storage_errors
     def add_columns(self, schema: pa.Schema) -> list[str]:
         # A metadata-only Delta commit (``ALTER TABLE ADD COLUMNS``), once in a table's life: the
         # data commit that follows cannot change the schema (create_write_transaction keeps it).
@@ -290,12 +342,14 @@ class DeltaTableStore(Table):
             log.info("table %s: added columns %s", self.path, [f.name for f in missing])
         return [f.name for f in missing]
 
+    @storage_errors
     def _stats(self, f: DataFile) -> str:
         if f.stats is not None:
             return f.stats
         meta = pq.read_metadata(self.full_path(f.path), filesystem=self.fs[0])
         return json.dumps(parquet_stats(meta))
 
+    @storage_errors
     def commit(self, changes: Changes, schema: pa.Schema, metadata: dict[str, str]) -> None:
         from deltalake import CommitProperties, Schema
         from deltalake.exceptions import CommitFailedError
@@ -314,65 +368,134 @@ class DeltaTableStore(Table):
             )
             for f in changes.adds
         ]
-        # A commit that removes files was planned on the version files() read: it must land right
-        # after that version or not at all (no retry on top of a newer one, whose changes the plan
-        # never saw; delta-rs's own conflict check lets a stale removal through). A commit that
-        # only adds commutes with any other, so delta-rs may retry it on the newest version.
-        retries = 0 if changes.removes else None
-        props = CommitProperties(custom_metadata=dict(metadata), max_commit_retries=retries)
+        # Every attempt is made with delta-rs's own retries off: delta-rs would rebase a failed
+        # commit onto the newest version after checking only file-level conflicts, and a concurrent
+        # run of the same records adds new files that no such check sees (both runs' rows would
+        # land, duplicated). Instead each attempt first checks what committed since the version the
+        # plan read (``_check_concurrent``), and a lost race (CommitFailedError: another commit took
+        # the version) is checked again on the newer version.
+        props = CommitProperties(custom_metadata=dict(metadata), max_commit_retries=0)
+        since, self._planned = self._planned, None
         try:
             if not self.exists():
                 if changes.removes:
                     raise TableError(f"cannot remove files from {self.path}: the table does not exist yet")
-                create_table_with_add_actions(
-                    self.path,
-                    Schema.from_arrow(schema),
-                    adds,
-                    mode="error",
-                    commit_properties=props,
-                    storage_options=self._delta_options(),
-                )
-                return
+                try:
+                    create_table_with_add_actions(
+                        self.path,
+                        Schema.from_arrow(schema),
+                        adds,
+                        mode="error",
+                        commit_properties=props,
+                        storage_options=self._delta_options(),
+                    )
+                    return
+                except Exception as exc:
+                    # Another writer created the table in between: commit on top of it (checked
+                    # like any concurrent commit) rather than fail half-way through a run.
+                    if "already exists" not in str(exc).lower():
+                        raise
+                since = since or _Planned(-1, frozenset())
             now = int(time.time() * 1000)
             removes = [
                 RemoveAction(path=p, data_change=True, deletion_timestamp=now) for p in changes.removes
             ]
             actions: list[Any] = [*adds, *removes]
-            base = self._dt()
-            planned_on, self._read = self._read, None
-            if changes.removes and planned_on is not None and base.version() != planned_on.version():
-                # delta-rs bases the transaction on the newest version and lets a removal of a file
-                # that is already gone through; the rewritten copy would then duplicate rows.
-                live = set(base.get_add_actions(flatten=True).column("path").to_pylist())
-                gone = [p for p in changes.removes if p not in live]
-                if gone:
-                    raise CommitConflictError(
-                        f"commit to {self.path} conflicts with a concurrent commit (version "
-                        f"{planned_on.version()} -> {base.version()}) that removed {len(gone)} of the files "
-                        "this one rewrites; this commit was not made and the table holds the other "
-                        "writer's version: run again"
+            for attempt in range(COMMIT_ATTEMPTS):
+                base = self._dt()
+                if since is not None and base.version() != since.version:
+                    self._check_concurrent(since, base, changes, metadata)
+                try:
+                    base.create_write_transaction(
+                        actions, mode="append", schema=schema, commit_properties=props
                     )
-            base.create_write_transaction(actions, mode="append", schema=schema, commit_properties=props)
+                    return
+                except CommitFailedError:
+                    if attempt == COMMIT_ATTEMPTS - 1 or (since is None and changes.removes):
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
         except CommitFailedError as exc:
             raise CommitConflictError(
                 f"commit to {self.path} conflicts with a concurrent commit and was not made "
                 f"({scrub(str(exc), self.storage_options).splitlines()[0]}); the table holds the other "
                 "writer's version: run again",
             ) from exc
+        except MednerError:
+            raise
         except Exception as exc:
             from deltalake.exceptions import DeltaError
 
             first_line = scrub(str(exc), self.storage_options).strip().splitlines()
             reason = first_line[0] if first_line else type(exc).__name__
-            # The first commit races too: another writer created the table in between.
-            if "already exists" in str(exc).lower() and not changes.removes:
-                raise CommitConflictError(
-                    f"Delta commit to {self.path} conflicted with another writer ({reason}); "
-                    "this commit was not made"
-                ) from exc
+            failure = storage_failure(exc, {"table": self.location}, self.storage_options)
+            if failure is not None:
+                raise failure from exc
             if isinstance(exc, DeltaError):
                 raise TableError(f"Delta commit to {self.path} failed ({reason})") from exc
             raise
+
+    def _check_concurrent(
+        self, since: _Planned, base: Any, changes: Changes, metadata: dict[str, str]
+    ) -> None:
+        """Raise ``CommitConflictError`` when a commit made after the version the plan read (``since``)
+        conflicts with this one:
+
+        - it removed a file this commit rewrites (the rewritten copy would bring back its rows);
+        - it belongs to the same medner run (``medner.run_id`` in its commit metadata): two jobs ran
+          one run at once, and both runs' rows would land;
+        - (entities and relations, keyed by record) it added rows of a record and model version
+          this commit also adds rows for: both runs tagged the same record, and its rows would be
+          there twice.
+        Anything else (other records, other model versions) commutes with this commit.
+        """
+        live = set(base.get_add_actions(flatten=True).column("path").to_pylist())
+        span = f"version {since.version} -> {base.version()}"
+        gone = [p for p in changes.removes if p not in live]
+        if gone:
+            raise CommitConflictError(
+                f"commit to {self.path} conflicts with a concurrent commit ({span}) that removed "
+                f"{len(gone)} of the files this one rewrites; this commit was not made and the table "
+                "holds the other writer's version: run again"
+            )
+        run_id = metadata.get(RUN_ID_KEY)
+        if run_id is not None:
+            newer = int(base.version()) - max(since.version, -1)
+            if any(str(c.get(RUN_ID_KEY)) == run_id for c in base.history(limit=newer)):
+                raise CommitConflictError(
+                    f"commit to {self.path} conflicts with a concurrent commit ({span}) of the same run "
+                    f"{run_id!r}: two jobs ran it at once; this commit was not made and the table holds "
+                    "the other job's rows of that run: run again"
+                )
+        if self.location.uri.rstrip("/").rsplit("/", 1)[-1] not in RECORD_KEYED_TABLES:
+            return
+        theirs = [p for p in live if p not in since.files]
+        if not theirs or not changes.adds:
+            return
+        key = ["record_id", "model_version"]
+        ours = _key_pairs(self.read_file(f.path, key) for f in changes.adds)
+        both = ours & _key_pairs(self.read_file(p, key) for p in theirs)
+        if both:
+            raise CommitConflictError(
+                f"commit to {self.path} conflicts with a concurrent commit ({span}) that wrote rows of "
+                f"{len(both)} of the records this one writes (same model version); this commit was not "
+                "made and the table holds the other writer's rows of them: run again"
+            )
+
+
+def _key_pairs(parts: Iterator[pa.Table]) -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    for part in parts:
+        out.update(zip(part["record_id"].to_pylist(), part["model_version"].to_pylist(), strict=True))
+    return out
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """What ``files()`` read, that a commit is checked against: the version (-1: no table yet)
+    and the live files then."""
+
+    version: int
+    files: frozenset[str]
 
 
 class ParquetTableStore(Table):

@@ -114,12 +114,20 @@ def run_job(
 
 
 def _pair(
-    label: str, model: Path, corpus: Path, work: Path, sizes: tuple[int, int], master: str, extra: list[str]
+    label: str,
+    model: Path,
+    corpus: Path,
+    work: Path,
+    sizes: tuple[int, int],
+    master: str,
+    extra: list[str] | None,
+    rows_per_task: int | None = None,
 ) -> None:
     results = {}
     for n in sizes:
         build_notes(corpus, n, work / f"notes-{n}")
-        results[n] = run_job(model, work / f"notes-{n}", work / f"out-{n}", master, extra)
+        args = extra if extra is not None else ["--partitions", str(max(1, -(-n // (rows_per_task or n))))]
+        results[n] = run_job(model, work / f"notes-{n}", work / f"out-{n}", master, args)
     for n, (polled, task_peak, procs, tasks, secs) in results.items():
         print(
             f"{label}, {n:>7} notes: peak worker RSS {polled:6.0f} MiB polled, {task_peak:6.0f} MiB "
@@ -142,6 +150,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--task-large", type=int, default=20_000)
     p.add_argument("--skip-scaling", action="store_true", help="leave out --small/--large")
     p.add_argument("--skip-task", action="store_true", help="leave out --task-small/--task-large")
+    p.add_argument(
+        "--rows-per-task",
+        type=int,
+        default=None,
+        help="scaling pair: this many notes per task (--partitions) instead of the job's own sizing, "
+        "so a reused worker runs many tasks on a smaller input",
+    )
     p.add_argument("--master", default="local[2]")
     p.add_argument("--work", type=Path, default=Path("/tmp/medner-bench-mem"))
     a = p.parse_args(argv)
@@ -151,7 +166,12 @@ def main(argv: list[str] | None = None) -> None:
         p.error("need 0 < --small < --large and 0 < --task-small < --task-large")
     print(f"model: {a.model}, load average before: {os.getloadavg()[0]:.1f}")
     if not a.skip_scaling:
-        _pair(f"job on {a.master}", a.model, a.corpus, a.work, (a.small, a.large), a.master, [])
+        label = f"job on {a.master}"
+        extra: list[str] | None = []
+        if a.rows_per_task:
+            label += f", {a.rows_per_task} notes per task"
+            extra = None
+        _pair(label, a.model, a.corpus, a.work, (a.small, a.large), a.master, extra, a.rows_per_task)
     if not a.skip_task:
         _pair(
             "one task",

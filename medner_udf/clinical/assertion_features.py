@@ -5,6 +5,15 @@ Negation and hedging cues sit close to the mention in its sentence ("no fever", 
 (as a bag and by distance), bigrams on the left, the mention's own words ("afebrile",
 "unremarkable") and the sentence's first word, some crossed with the mention's label. Windows stop at
 the sentence boundary.
+
+With ``scope_window`` > 0 (feature set 2; 0 is the first feature set, which artifacts written before
+it carry implicitly), NegEx-style *cue and scope* templates are added: the nearest cue word
+(``CUES``: negation, resolution and hedging words) on each side of the mention inside its sentence,
+with whether a scope terminator (``TERMINATORS``: "but", "however", "which", ";", ...) lies between,
+crossed with its distance, the number of mentions between (a cue heads a list: "no fever, chills or
+night sweats"), the mention's label, and the word after the cue (pseudo-negations: "no change", "not
+only"). A cue far from the mention, in a list, still reaches it; a cue behind a terminator is told
+apart. The model learns each cue's weight; the lists only say which words are looked for.
 """
 
 from __future__ import annotations
@@ -13,11 +22,49 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medner_udf.clinical.features import BoolArray, FeatureRows, IntArray, Note, bucket, compose
+from medner_udf.clinical.features import (
+    UNK,
+    BoolArray,
+    FeatureRows,
+    IntArray,
+    Note,
+    Vocabulary,
+    bucket,
+    compose,
+)
 
 WORD_BITS, LABEL_BITS, DIST_BITS = 20, 7, 4
 _DISTANCE_EDGES = (1, 2, 3, 5, 8)
+_SCOPE_EDGES = (1, 2, 3, 5, 8, 12, 20)
+_BETWEEN_EDGES = (0, 1, 2, 4)  # mentions between a cue and the mention
 _MENTION_WORDS = 6  # a mention's first words that become features
+
+# Words that may open (or, after the mention, close) a negated or hedged scope, as word forms
+# (lowercased). Resolution and cessation words are here because MACCROBAT marks events that stopped
+# or went away as NEG ("the hematemesis ceased", "withdrawal of vasoactive drugs").
+NEGATION_CUES = (
+    "no", "not", "without", "denied", "denies", "deny", "denying", "negative", "free", "absence",
+    "absent", "neither", "nor", "none", "never", "lack", "lacked", "lacking", "lacks", "excluded",
+    "exclude", "excluding", "ruled", "unremarkable", "nothing", "resolved", "resolution",
+    "disappeared", "disappearance", "relieved", "relief", "subsided", "ceased", "cessation",
+    "stopped", "discontinued", "discontinuation", "withdrawn", "withdrawal", "withdrew", "weaned",
+    "normalized", "normalised", "normalization", "regressed", "regression", "remission", "cleared",
+    "vanished", "failed", "refused", "declined", "avoided", "removal", "removed", "eliminated",
+)  # fmt: skip
+HEDGE_CUES = (
+    "possible", "possibly", "probable", "probably", "suspected", "suspicion", "suspect",
+    "suspicious", "likely", "unlikely", "may", "might", "could", "suggestive", "suggesting",
+    "suggested", "suggests", "differential", "questionable", "presumed", "presumptive",
+    "presumably", "doubtful", "uncertain", "unclear", "concern", "concerning", "consider",
+    "considered", "rule", "if", "whether", "risk", "prevent", "prevention", "prophylaxis",
+    "prophylactic", "versus", "vs", "?",
+)  # fmt: skip
+CUES = NEGATION_CUES + HEDGE_CUES
+# Words that end a cue's scope (NegEx's terminators, and clause punctuation).
+TERMINATORS = (
+    "but", "however", "although", "though", "except", "apart", "aside", "yet", "whereas", "while",
+    "which", "who", "whom", "whose", "because", "since", "nevertheless", "despite", ";", ":",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -27,11 +74,33 @@ class AssertionFeatures:
     left_window: int = 8
     right_window: int = 5
     label_window: int = 3  # left words also crossed with the mention's label, this close
+    # Cue and scope templates: how far (tokens, inside the sentence) a cue is looked for on each
+    # side; 0 turns them off (feature set 1, the default of artifacts that predate them).
+    scope_window: int = 0
 
     def __post_init__(self) -> None:
         for name in ("left_window", "right_window", "label_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.scope_window < 0:
+            raise ValueError(f"scope_window must be >= 0 (0: off), got {self.scope_window}")
+
+
+@dataclass(frozen=True)
+class CueWords:
+    """Word ids of the cue and terminator lists in one model's vocabulary (looked up once per model)."""
+
+    cues: IntArray
+    hedges: IntArray  # the hedging part of ``cues``
+    terminators: IntArray
+
+    @classmethod
+    def of(cls, words: Vocabulary) -> CueWords:
+        def known(forms: tuple[str, ...]) -> IntArray:
+            ids = words.ids(forms)
+            return np.unique(ids[ids > UNK])
+
+        return cls(known(CUES), known(HEDGE_CUES), known(TERMINATORS))
 
 
 def _window(note: Note, anchor: IntArray, size: int, step: int) -> tuple[IntArray, IntArray, BoolArray]:
@@ -46,8 +115,71 @@ def _window(note: Note, anchor: IntArray, size: int, step: int) -> tuple[IntArra
     return clipped, np.broadcast_to(distance, pos.shape), valid
 
 
-def assertion_features(note: Note, spec: AssertionFeatures) -> FeatureRows:
-    """One feature row per mention of ``note``."""
+def _last_at_or_before(flags: BoolArray) -> IntArray:
+    """For each position, the last position <= it where ``flags`` holds (-1: none)."""
+    positions = np.where(flags, np.arange(len(flags), dtype=np.int64), -1)
+    return np.maximum.accumulate(positions) if len(flags) else positions
+
+
+def _first_at_or_after(flags: BoolArray) -> IntArray:
+    """For each position, the first position >= it where ``flags`` holds (n: none)."""
+    n = len(flags)
+    positions = np.where(flags, np.arange(n, dtype=np.int64), n)
+    return np.minimum.accumulate(positions[::-1])[::-1] if n else positions
+
+
+def _scope_features(out: FeatureRows, note: Note, spec: AssertionFeatures, cue_words: CueWords) -> None:
+    """The nearest cue left of the mention and right of it, inside the sentence and the scope window
+    (templates 12-27; the module doc says why)."""
+    words, n = note.words, len(note.words)
+    is_cue = np.isin(words, cue_words.cues)
+    is_term = np.isin(words, cue_words.terminators)
+    label = note.labels
+    mention_starts = np.sort(note.first)
+    # Left: the last cue before the mention's first token; right: the first after its last token.
+    before = np.maximum(note.first - 1, 0)
+    left_cue = np.where(note.first > 0, _last_at_or_before(is_cue)[before], -1)
+    after = np.minimum(note.last, n - 1)
+    right_cue = np.where(note.last < n, _first_at_or_after(is_cue)[after], n)
+    for side, cue, template in ((0, left_cue, 12), (1, right_cue, 20)):
+        found = (cue >= 0) & (cue < n)
+        safe = np.clip(cue, 0, n - 1)
+        distance = np.where(side == 0, note.first - safe, safe - (note.last - 1))
+        ok = found & (note.sentence[safe] == note.sentence[note.first]) & (distance <= spec.scope_window)
+        if not ok.any():
+            continue
+        # A terminator strictly between the cue and the mention blocks the scope.
+        terms = np.cumsum(is_term, dtype=np.int64)
+        if side == 0:
+            blocked = (terms[before] - terms[safe]) > 0
+            between = np.searchsorted(mention_starts, note.first) - np.searchsorted(
+                mention_starts, safe, side="right"
+            )
+        else:
+            blocked = (terms[np.maximum(safe - 1, 0)] - terms[note.last - 1]) > 0
+            between = np.searchsorted(mention_starts, safe) - np.searchsorted(
+                mention_starts, note.last - 1, side="right"
+            )
+        cue_word = words[safe]
+        next_word = words[np.minimum(safe + 1, n - 1)]
+        flag = blocked.astype(np.int64)
+        dist = bucket(distance, _SCOPE_EDGES)
+        n_between = bucket(np.maximum(between, 0), _BETWEEN_EDGES)
+        w, b, valid = (cue_word, WORD_BITS), (flag, 1), ok[:, None]
+        out.add(compose(template, w, b), valid)
+        out.add(compose(template + 1, w, b, (dist, DIST_BITS)), valid)
+        out.add(compose(template + 2, w, b, (n_between, DIST_BITS)), valid)
+        out.add(compose(template + 3, w, b, (label, LABEL_BITS)), valid)
+        out.add(compose(template + 4, w, (next_word, WORD_BITS)), valid)
+        # The same by the cue's kind (negation or hedge), so that rare cues share what common ones learn.
+        kind = (np.isin(cue_word, cue_words.hedges).astype(np.int64), 1)
+        out.add(compose(template + 5, kind, b, (dist, DIST_BITS)), valid)
+        out.add(compose(template + 6, kind, b, (n_between, DIST_BITS)), valid)
+        out.add(compose(template + 7, kind, b, (label, LABEL_BITS)), valid)
+
+
+def assertion_features(note: Note, spec: AssertionFeatures, cue_words: CueWords | None = None) -> FeatureRows:
+    """One feature row per mention of ``note`` (``cue_words`` is needed when ``spec.scope_window``)."""
     out = FeatureRows(note.n_mentions)
     m = note.n_mentions
     if m == 0 or len(note.words) == 0:
@@ -85,4 +217,8 @@ def assertion_features(note: Note, spec: AssertionFeatures) -> FeatureRows:
     starts = np.searchsorted(note.sentence, note.sentence[note.first], side="left")
     at_start = (note.first == starts).astype(np.int64)[:, None]
     out.add(compose(11, (words[starts][:, None], WORD_BITS), (at_start, 1)))
+    if spec.scope_window:
+        if cue_words is None:
+            raise ValueError("scope_window is set: the cue words of the model's vocabulary are needed")
+        _scope_features(out, note, spec, cue_words)
     return out

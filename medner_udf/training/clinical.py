@@ -24,7 +24,7 @@ import numpy as np
 
 from medner_udf.clinical.assertion import KIND as ASSERTION_KIND
 from medner_udf.clinical.assertion import AssertionClassifier
-from medner_udf.clinical.assertion_features import AssertionFeatures, assertion_features
+from medner_udf.clinical.assertion_features import AssertionFeatures, CueWords, assertion_features
 from medner_udf.clinical.base import ClinicalInfo, ClinicalModel
 from medner_udf.clinical.features import (
     FeatureIndex,
@@ -130,10 +130,11 @@ def assertion_examples(
     docs: Sequence[Document], words: Vocabulary, labels: Vocabulary, spec: AssertionFeatures
 ) -> list[tuple[FeatureRows, IntArray]]:
     out = []
+    cue_words = CueWords.of(words)
     for d in docs:
         note = Note.build(d.text, d.mentions, words, labels)
         y = np.array([ASSERTIONS.index(a) for a in d.assertion_labels], dtype=np.int64)
-        out.append((assertion_features(note, spec), y))
+        out.append((assertion_features(note, spec, cue_words), y))
     return out
 
 

@@ -40,16 +40,21 @@ _BETWEEN_EDGES = (0, 1, 2, 4)  # mentions between a cue and the mention
 _MENTION_WORDS = 6  # a mention's first words that become features
 
 # Words that may open (or, after the mention, close) a negated or hedged scope, as word forms
-# (lowercased). Resolution and cessation words are here because MACCROBAT marks events that stopped
-# or went away as NEG ("the hematemesis ceased", "withdrawal of vasoactive drugs").
+# (lowercased). Resolution and cessation words are cues because MACCROBAT marks events that stopped
+# or went away as NEG ("the hematemesis ceased", "withdrawal of vasoactive drugs"); they more often
+# follow the mention than precede it.
 NEGATION_CUES = (
     "no", "not", "without", "denied", "denies", "deny", "denying", "negative", "free", "absence",
     "absent", "neither", "nor", "none", "never", "lack", "lacked", "lacking", "lacks", "excluded",
-    "exclude", "excluding", "ruled", "unremarkable", "nothing", "resolved", "resolution",
-    "disappeared", "disappearance", "relieved", "relief", "subsided", "ceased", "cessation",
-    "stopped", "discontinued", "discontinuation", "withdrawn", "withdrawal", "withdrew", "weaned",
-    "normalized", "normalised", "normalization", "regressed", "regression", "remission", "cleared",
-    "vanished", "failed", "refused", "declined", "avoided", "removal", "removed", "eliminated",
+    "exclude", "excluding", "ruled", "unremarkable", "nothing", "failed", "refused", "declined",
+    "avoided",
+)  # fmt: skip
+RESOLUTION_CUES = (
+    "resolved", "resolution", "disappeared", "disappearance", "relieved", "relief", "subsided",
+    "ceased", "cessation", "stopped", "discontinued", "discontinuation", "withdrawn", "withdrawal",
+    "withdrew", "weaned", "normalized", "normalised", "normalization", "regressed", "regression",
+    "remission", "cleared", "vanished", "removal", "removed", "eliminated", "ameliorated",
+    "alleviated", "alleviating", "abated",
 )  # fmt: skip
 HEDGE_CUES = (
     "possible", "possibly", "probable", "probably", "suspected", "suspicion", "suspect",
@@ -59,7 +64,7 @@ HEDGE_CUES = (
     "considered", "rule", "if", "whether", "risk", "prevent", "prevention", "prophylaxis",
     "prophylactic", "versus", "vs", "?",
 )  # fmt: skip
-CUES = NEGATION_CUES + HEDGE_CUES
+CUES = NEGATION_CUES + RESOLUTION_CUES + HEDGE_CUES
 # Words that end a cue's scope (NegEx's terminators, and clause punctuation).
 TERMINATORS = (
     "but", "however", "although", "though", "except", "apart", "aside", "yet", "whereas", "while",
@@ -171,7 +176,8 @@ def _scope_features(out: FeatureRows, note: Note, spec: AssertionFeatures, cue_w
         out.add(compose(template + 2, w, b, (n_between, DIST_BITS)), valid)
         out.add(compose(template + 3, w, b, (label, LABEL_BITS)), valid)
         out.add(compose(template + 4, w, (next_word, WORD_BITS)), valid)
-        # The same by the cue's kind (negation or hedge), so that rare cues share what common ones learn.
+        # The same by the cue's kind (negation or resolution: 0, hedge: 1), so that rare cues share
+        # what common ones learn (resolution words as a third kind measured 0.02 lower on dev).
         kind = (np.isin(cue_word, cue_words.hedges).astype(np.int64), 1)
         out.add(compose(template + 5, kind, b, (dist, DIST_BITS)), valid)
         out.add(compose(template + 6, kind, b, (n_between, DIST_BITS)), valid)

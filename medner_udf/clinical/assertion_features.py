@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from medner_udf.clinical.features import (
     UNK,
@@ -91,21 +92,28 @@ class AssertionFeatures:
             raise ValueError(f"scope_window must be >= 0 (0: off), got {self.scope_window}")
 
 
+NOT_A_CUE, NEGATION, HEDGE, TERMINATOR = 0, 1, 2, 3
+
+
 @dataclass(frozen=True)
 class CueWords:
-    """Word ids of the cue and terminator lists in one model's vocabulary (looked up once per model)."""
+    """What each word id of one model's vocabulary is for the scope templates (``NOT_A_CUE``,
+    ``NEGATION`` (negation and resolution cues), ``HEDGE`` or ``TERMINATOR``): a lookup table
+    built once per model, so a note's cues are one gather."""
 
-    cues: IntArray
-    hedges: IntArray  # the hedging part of ``cues``
-    terminators: IntArray
+    kind: npt.NDArray[np.int8]  # (vocabulary size,)
 
     @classmethod
     def of(cls, words: Vocabulary) -> CueWords:
-        def known(forms: tuple[str, ...]) -> IntArray:
+        kind = np.zeros(len(words), dtype=np.int8)
+        for forms, value in (
+            (NEGATION_CUES + RESOLUTION_CUES, NEGATION),
+            (HEDGE_CUES, HEDGE),
+            (TERMINATORS, TERMINATOR),
+        ):
             ids = words.ids(forms)
-            return np.unique(ids[ids > UNK])
-
-        return cls(known(CUES), known(HEDGE_CUES), known(TERMINATORS))
+            kind[ids[ids > UNK]] = value
+        return cls(kind)
 
 
 def _window(note: Note, anchor: IntArray, size: int, step: int) -> tuple[IntArray, IntArray, BoolArray]:
@@ -135,53 +143,56 @@ def _first_at_or_after(flags: BoolArray) -> IntArray:
 
 def _scope_features(out: FeatureRows, note: Note, spec: AssertionFeatures, cue_words: CueWords) -> None:
     """The nearest cue left of the mention and right of it, inside the sentence and the scope window
-    (templates 12-27; the module doc says why)."""
+    (templates 12-19, both sides at once: arrays of shape (n_mentions, 2); the module doc says why)."""
     words, n = note.words, len(note.words)
-    is_cue = np.isin(words, cue_words.cues)
-    is_term = np.isin(words, cue_words.terminators)
-    label = note.labels
-    mention_starts = np.sort(note.first)
-    # Left: the last cue before the mention's first token; right: the first after its last token.
-    before = np.maximum(note.first - 1, 0)
-    left_cue = np.where(note.first > 0, _last_at_or_before(is_cue)[before], -1)
-    after = np.minimum(note.last, n - 1)
-    right_cue = np.where(note.last < n, _first_at_or_after(is_cue)[after], n)
-    for side, cue, template in ((0, left_cue, 12), (1, right_cue, 20)):
-        found = (cue >= 0) & (cue < n)
-        safe = np.clip(cue, 0, n - 1)
-        distance = np.where(side == 0, note.first - safe, safe - (note.last - 1))
-        ok = found & (note.sentence[safe] == note.sentence[note.first]) & (distance <= spec.scope_window)
-        if not ok.any():
-            continue
-        # A terminator strictly between the cue and the mention blocks the scope.
-        terms = np.cumsum(is_term, dtype=np.int64)
-        if side == 0:
-            blocked = (terms[before] - terms[safe]) > 0
-            between = np.searchsorted(mention_starts, note.first) - np.searchsorted(
-                mention_starts, safe, side="right"
-            )
-        else:
-            blocked = (terms[np.maximum(safe - 1, 0)] - terms[note.last - 1]) > 0
-            between = np.searchsorted(mention_starts, safe) - np.searchsorted(
-                mention_starts, note.last - 1, side="right"
-            )
-        cue_word = words[safe]
-        next_word = words[np.minimum(safe + 1, n - 1)]
-        flag = blocked.astype(np.int64)
-        dist = bucket(distance, _SCOPE_EDGES)
-        n_between = bucket(np.maximum(between, 0), _BETWEEN_EDGES)
-        w, b, valid = (cue_word, WORD_BITS), (flag, 1), ok[:, None]
-        out.add(compose(template, w, b), valid)
-        out.add(compose(template + 1, w, b, (dist, DIST_BITS)), valid)
-        out.add(compose(template + 2, w, b, (n_between, DIST_BITS)), valid)
-        out.add(compose(template + 3, w, b, (label, LABEL_BITS)), valid)
-        out.add(compose(template + 4, w, (next_word, WORD_BITS)), valid)
-        # The same by the cue's kind (negation or resolution: 0, hedge: 1), so that rare cues share
-        # what common ones learn (resolution words as a third kind measured 0.02 lower on dev).
-        kind = (np.isin(cue_word, cue_words.hedges).astype(np.int64), 1)
-        out.add(compose(template + 5, kind, b, (dist, DIST_BITS)), valid)
-        out.add(compose(template + 6, kind, b, (n_between, DIST_BITS)), valid)
-        out.add(compose(template + 7, kind, b, (label, LABEL_BITS)), valid)
+    word_kind = cue_words.kind[words]  # shape: (n_tokens,)
+    is_cue = (word_kind == NEGATION) | (word_kind == HEDGE)
+    terms = np.cumsum(word_kind == TERMINATOR, dtype=np.int64)  # terminators up to each token
+    first, last = note.first, note.last - 1  # the mention's first and last token
+    before, after = np.maximum(first - 1, 0), np.minimum(last + 1, n - 1)
+    # shape: (n_mentions, 2): column 0 the last cue before the mention, column 1 the first after it.
+    cue = np.stack(
+        [
+            np.where(first > 0, _last_at_or_before(is_cue)[before], -1),
+            np.where(last + 1 < n, _first_at_or_after(is_cue)[after], n),
+        ],
+        axis=1,
+    )
+    safe = np.clip(cue, 0, n - 1)
+    distance = np.abs(safe - np.stack([first, last], axis=1))
+    ok = (
+        (cue >= 0)
+        & (cue < n)
+        & (note.sentence[safe] == note.sentence[first][:, None])
+        & (distance <= spec.scope_window)
+    )
+    if not ok.any():
+        return
+    # A terminator strictly between the cue and the mention blocks the scope; mentions starting
+    # strictly between them are counted (a cue heading a list).
+    inner_lo = np.stack([safe[:, 0], last], axis=1)  # the exclusive ends of the gap, low side
+    inner_hi = np.stack([first, safe[:, 1]], axis=1)  # and high side
+    blocked = (terms[np.maximum(inner_hi - 1, 0)] - terms[inner_lo]) > 0
+    starts = np.sort(first)
+    between = np.searchsorted(starts, inner_hi) - np.searchsorted(starts, inner_lo, side="right")
+    side = (np.broadcast_to(np.array([0, 1], dtype=np.int64), cue.shape), 1)
+    cue_word = (words[safe], WORD_BITS)
+    kind = ((word_kind[safe] == HEDGE).astype(np.int64), 1)
+    flag = (blocked.astype(np.int64), 1)
+    dist = (bucket(distance, _SCOPE_EDGES), DIST_BITS)
+    n_between = (bucket(np.maximum(between, 0), _BETWEEN_EDGES), DIST_BITS)
+    label = (np.broadcast_to(note.labels[:, None], cue.shape), LABEL_BITS)
+    next_word = (words[np.minimum(safe + 1, n - 1)], WORD_BITS)
+    out.add(compose(12, side, cue_word, flag), ok)
+    out.add(compose(13, side, cue_word, flag, dist), ok)
+    out.add(compose(14, side, cue_word, flag, n_between), ok)
+    out.add(compose(15, side, cue_word, flag, label), ok)
+    out.add(compose(16, side, cue_word, next_word), ok)  # pseudo-negations: "no change", "not only"
+    # The same by the cue's kind (negation or resolution: 0, hedge: 1), so that rare cues share
+    # what common ones learn (resolution words as a third kind measured 0.02 lower on dev).
+    out.add(compose(17, side, kind, flag, dist), ok)
+    out.add(compose(18, side, kind, flag, n_between), ok)
+    out.add(compose(19, side, kind, flag, label), ok)
 
 
 def assertion_features(note: Note, spec: AssertionFeatures, cue_words: CueWords | None = None) -> FeatureRows:

@@ -297,12 +297,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         "\nfit seconds per seed (assertion, relations): "
         + ", ".join(f"({a:.0f}, {r:.0f})" for a, r in fit_seconds)
     )
+    if set1_models:
+        _assertion_cost(assertion_models[0], set1_models[0], docs)
 
     if args.tagger is not None:
         _end_to_end(
             load_tagger(args.tagger, device="cpu"), docs, assertion_models[0], relation_models[0], types
         )
     return 0
+
+
+def _assertion_cost(
+    model: AssertionClassifier, set1: AssertionClassifier, docs: Sequence[Document], repeats: int = 7
+) -> None:
+    """Milliseconds per note of assertion with and without the cue and scope features, timed
+    alternately on the same gold mentions (best of ``repeats`` each), so that a loaded machine
+    slows both alike."""
+    texts = [d.text for d in docs]
+    entities = [list(d.mentions) for d in docs]
+    best = {"set 2 (cue/scope)": float("inf"), "set 1": float("inf")}
+    for _ in range(repeats):
+        for name, m in zip(best, (model, set1), strict=True):
+            started = time.perf_counter()
+            m.classify(texts, entities)
+            best[name] = min(best[name], time.perf_counter() - started)
+    per_note = {name: 1000 * seconds / len(texts) for name, seconds in best.items()}
+    print(
+        f"\nassertion ms/note on one thread (best of {repeats}, alternating): "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in per_note.items())
+        + f"; ratio {per_note['set 2 (cue/scope)'] / per_note['set 1']:.2f}"
+    )
 
 
 def _end_to_end(

@@ -177,3 +177,23 @@ def test_an_artifact_of_feature_set_1_loads_and_predicts_as_before(tmp_path: Pat
     text = "She denied chills, fever or cough."
     mentions = _mentions(text, "chills", "fever", "cough")
     np.testing.assert_array_equal(loaded.probabilities(text, mentions), model.probabilities(text, mentions))
+
+
+def test_a_cue_word_unseen_in_training_still_acts_through_its_kind() -> None:
+    # "abated" never occurs in training; with the scope features on, the cue lists are always in the
+    # vocabulary, so it is known as a negation-kind cue and borrows what the other cues taught.
+    verbs = (("resolved", "absent"), ("subsided", "absent"), ("ceased", "absent"))
+    verbs += (("persisted", "present"), ("worsened", "present"), ("recurred", "present"))
+    train = [
+        _doc(f"{verb}{word}", f"The {word} {verb}.", {word: status})
+        for word in ("fever", "chills", "rash")
+        for verb, status in verbs
+    ]
+    model = train_assertion(train, AssertionFeatures(scope_window=20), FIT)
+    set1 = train_assertion(train, AssertionFeatures(), FIT)
+    assert "abated" in model.words.index and "abated" not in set1.words.index
+    statuses = [
+        model.classify([text], [_mentions(text, "cough")])[0][0].status
+        for text in ("The cough abated.", "The cough persisted.")
+    ]
+    assert statuses == ["absent", "present"]

@@ -2,9 +2,11 @@
 
 On the same gold mentions of one split (default: test; choose anything on ``--split dev``):
 
-- assertion: our linear classifier (trained with each seed on the 160 train documents), medspaCy's
+- assertion: our linear classifier (trained with each seed on the 160 train documents; also without
+  its cue and scope templates, feature set 1, to show what they add), medspaCy's
   ConText and negspacy's NegEx (both optional: ``make peers``; the run says when they are missing);
-  per-class F1, macro F1 over {absent, possible}, and mentions per second;
+  per-class F1, macro F1 over {absent, possible}, and mentions per second; and the CPU milliseconds
+  per note of our classifier with and without the cue and scope features, timed alternately;
 - relations: our pairwise model (each seed) and the nearest-compatible-mention baseline
   (``NearestMentionBaseline``, below); per-type and micro F1;
 - with ``--tagger ARTIFACT``: end-to-end figures on that tagger's mentions, and the executor-side cost:
@@ -24,7 +26,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -236,12 +238,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"split {args.split}: {len(docs)} notes, {n_mentions} gold mentions, seeds {args.seeds}\n")
 
     assertion_models: list[AssertionClassifier] = []
+    set1_models: list[AssertionClassifier] = []
     relation_models: list[RelationExtractor] = []
     fit_seconds: list[tuple[float, float]] = []
+    set1_spec = replace(a_settings.model, scope_window=0)
     for seed in args.seeds:
         t0 = time.perf_counter()
         assertion_models.append(train_assertion(train_docs, a_settings.model, a_settings.fit, seed=seed))
         t1 = time.perf_counter()
+        if a_settings.model.scope_window:
+            set1_models.append(train_assertion(train_docs, set1_spec, a_settings.fit, seed=seed))
         relation_models.append(train_relations(train_docs, r_settings.model, r_settings.fit, seed=seed)[0])
         fit_seconds.append((t1 - t0, time.perf_counter() - t1))
 
@@ -249,14 +255,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{h:>14}" for h in (*ASSERTION_ROW, "macro(abs,pos)")
     )
     print(header + "  mentions/s\n" + "-" * (len(header) + 12))
-    ours = []
-    speed = []
-    for model in assertion_models:
-        started = time.perf_counter()
-        scores = evaluate_assertion(model, docs)
-        speed.append(n_mentions / (time.perf_counter() - started))
-        ours.append([*_f1s(scores, ASSERTION_ROW), scores.macro_f1])
-    print(_row(f"medner assertion-linear ({len(args.seeds)} seeds)", ours, f"{statistics.mean(speed):,.0f}"))
+    n = len(args.seeds)
+    for name, models in (
+        (f"medner assertion-linear ({n} seeds)", assertion_models),
+        ("  without cue/scope (set 1)", set1_models),
+    ):
+        if not models:
+            continue
+        ours = []
+        speed = []
+        for model in models:
+            started = time.perf_counter()
+            scores = evaluate_assertion(model, docs)
+            speed.append(n_mentions / (time.perf_counter() - started))
+            ours.append([*_f1s(scores, ASSERTION_ROW), scores.macro_f1])
+        print(_row(name, ours, f"{statistics.mean(speed):,.0f}"))
     gold = gold_assertions(docs)
     for name, peer in (("medspaCy ConText", context_peer), ("negspacy NegEx", negex_peer)):
         result = peer(docs)
@@ -285,12 +298,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         "\nfit seconds per seed (assertion, relations): "
         + ", ".join(f"({a:.0f}, {r:.0f})" for a, r in fit_seconds)
     )
+    if set1_models:
+        _assertion_cost(assertion_models[0], set1_models[0], docs)
 
     if args.tagger is not None:
         _end_to_end(
             load_tagger(args.tagger, device="cpu"), docs, assertion_models[0], relation_models[0], types
         )
     return 0
+
+
+def _assertion_cost(
+    model: AssertionClassifier, set1: AssertionClassifier, docs: Sequence[Document], repeats: int = 7
+) -> None:
+    """CPU milliseconds per note of assertion with and without the cue and scope features, timed
+    alternately on the same gold mentions (best of ``repeats`` each). CPU time, not wall time: on a
+    shared machine wall time mostly measures the wait for a core (one thread: ``main`` sets it)."""
+    texts = [d.text for d in docs]
+    entities = [list(d.mentions) for d in docs]
+    best = {"set 2 (cue/scope)": float("inf"), "set 1": float("inf")}
+    for _ in range(repeats):
+        for name, m in zip(best, (model, set1), strict=True):
+            started = time.process_time()
+            m.classify(texts, entities)
+            best[name] = min(best[name], time.process_time() - started)
+    per_note = {name: 1000 * seconds / len(texts) for name, seconds in best.items()}
+    print(
+        f"\nassertion CPU ms/note on one thread (best of {repeats}, alternating): "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in per_note.items())
+        + f"; ratio {per_note['set 2 (cue/scope)'] / per_note['set 1']:.2f}"
+    )
 
 
 def _end_to_end(

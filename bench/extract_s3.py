@@ -17,17 +17,14 @@ adds network latency instead. Only counts and timings are printed, never note te
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extract_throughput import ROOT, build_notes
+from extract_throughput import ROOT, build_notes, submit
 
 sys.path.insert(0, str(ROOT / "tests"))
 from s3_server import S3Server  # type: ignore[import-not-found]  # tests/ is not type-checked as a package
@@ -41,20 +38,14 @@ def _upload(fs: Any, local: Path, remote: str) -> None:
 
 
 def run_job(inp: str, out: str, model: str, master: str, options: dict[str, str]) -> dict[str, float]:
-    from medner_udf.extraction.session import spark_submit_command, submit_environment
+    from medner_udf.extraction.session import spark_submit_command
 
     args = ["--input", inp, "--output", out, "--model", model, "--full"]
     args += ["--spark-conf", str(ROOT / "conf" / "spark.toml")]
     for k, v in options.items():
         args += ["--storage-option", f"{k}={v}"]
     cmd = spark_submit_command(ROOT / "jobs" / "extract.py", args, master, {"spark.ui.enabled": "false"})
-    started = time.perf_counter()
-    done = subprocess.run(cmd, env=submit_environment(), capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-4000:])
-        raise SystemExit(f"spark-submit failed with exit status {done.returncode}")
-    summary = json.loads(done.stdout[done.stdout.rindex("\n{") :].split("\n}")[0] + "\n}")
+    summary, wall = submit(cmd)
     return {
         "job_s": float(summary["seconds"]),
         "wall_s": wall,

@@ -105,9 +105,23 @@ def task_slots(master: str) -> int:
     raise SystemExit(f"cannot tell the task slots of master {master!r}; use local[N] or local-cluster[n,c,m]")
 
 
+def submit(cmd: list[str]) -> tuple[dict[str, Any], float]:
+    """Run a spark-submit command line of the job; (its printed run summary, wall seconds)."""
+    from medner_udf.extraction.session import submit_environment
+
+    started = time.perf_counter()
+    done = subprocess.run(cmd, env=submit_environment(), capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(f"spark-submit failed with exit status {done.returncode}")
+    summary = json.loads(done.stdout[done.stdout.rindex("\n{") :].split("\n}")[0] + "\n}")
+    return summary, wall
+
+
 def spark_throughput(model: Path, notes_dir: Path, out: Path, master: str, batch_size: int) -> dict[str, Any]:
     """Run the job with spark-submit; wall time includes JVM start, job time is run_extract's."""
-    from medner_udf.extraction.session import spark_submit_command, submit_environment
+    from medner_udf.extraction.session import spark_submit_command
 
     if out.exists():
         shutil.rmtree(out)
@@ -130,13 +144,7 @@ def spark_throughput(model: Path, notes_dir: Path, out: Path, master: str, batch
         master,
         {"spark.ui.enabled": "false", "spark.driver.memory": "2g"},
     )
-    started = time.perf_counter()
-    done = subprocess.run(cmd, env=submit_environment(), capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-4000:])
-        raise SystemExit(f"spark-submit failed with exit status {done.returncode}")
-    summary = json.loads(done.stdout[done.stdout.rindex("\n{") :].split("\n}")[0] + "\n}")
+    summary, wall = submit(cmd)
     return {
         "wall_s": wall,
         "job_s": float(summary["seconds"]),

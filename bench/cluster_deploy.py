@@ -14,7 +14,7 @@ What a cluster user does (docs/deployment.md), from a folder outside the checkou
    ``SPARK_HOME`` stands in for the cluster's Spark installation: a folder in the work folder whose
    ``bin``, ``jars`` and ``python`` link to the installed pyspark's (the JVM side and
    ``python/lib/pyspark.zip``, nothing of medner), so that the workers' folders
-   (``$SPARK_HOME/work/<app>``) lie outside the checkout too.
+   (the ``work`` folder of ``SPARK_HOME``, one per app) lie outside the checkout too.
 4. Checks: the tables equal what the same gazetteer gives in this process; every record has one status
    row; each executor's unpacked ``environment/`` holds the bytecode its Python workers wrote when they
    imported medner's executor module (the archive holds none: the job's own workers ran from it); and

@@ -160,5 +160,7 @@ def test_cluster_deploy_end_to_end(corpus_dir: Path, tmp_path: Path) -> None:
     assert figures["entities"] > 0  # type: ignore[operator]
     prefixes = figures["worker_prefixes"]
     assert isinstance(prefixes, list) and len(prefixes) == cluster_deploy.N_EXECUTORS
-    assert all(p.endswith("/environment") and "/work/app-" in p for p in prefixes)
+    # Each worker ran in its executor folder under Spark's worker dir (work, app-<id>, <executor>, environment)
+    parts = [Path(p).parts for p in prefixes]
+    assert all(q[-1] == "environment" and q[-3].startswith("app-") and q[-4] == "work" for q in parts)
     assert not any(p.startswith(str(ROOT)) and ".venv/bin" in p for p in prefixes)

@@ -159,6 +159,9 @@ class ModelCache:
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Tagger] = {}
         self._heads: dict[str, ClinicalHeads] = {}
+        # Taggers and head sets loaded so far (cache misses): a task's share shows whether it
+        # paid for loading or found them loaded (``TaskStats.model_loads``).
+        self.loads = 0
 
     def get(self, artifact: str, device: str) -> Tagger:
         key = (artifact, device)
@@ -170,6 +173,7 @@ class ModelCache:
                 started = time.perf_counter()
                 model = load_tagger(artifact, device=device)
                 self._models[key] = model
+                self.loads += 1
                 log.info(
                     "pid %d loaded model %s/%s on %s in %.2fs",
                     os.getpid(),
@@ -191,6 +195,7 @@ class ModelCache:
                 started = time.perf_counter()
                 heads = load_heads(artifact, tagger_labels)
                 self._heads[artifact] = heads
+                self.loads += 1
                 log.info(
                     "pid %d loaded clinical heads (assertion: %s, relations: %s) in %.2fs",
                     os.getpid(),
@@ -562,6 +567,24 @@ def _heads_for(cfg: TaskConfig, tagger: Tagger) -> ClinicalHeads:
     return MODEL_CACHE.heads(resolve_artifact(cfg), tagger.entity_types)
 
 
+def warm_worker(batches: Iterator[pd.DataFrame], cfg: TaskConfig) -> Iterator[pd.DataFrame]:
+    """``mapInPandas`` function of the warm-up pass: load the tagger and its clinical heads into
+    this worker's cache and return one row (``WARM_UP_DDL``: the worker's pid, seconds).
+
+    The driver runs it while it plans the run (``job.warm_workers``), so the reused workers of
+    the tagging pass start tagging at once instead of each first importing torch and loading the
+    model while the task slot waits.
+    """
+    for _ in batches:
+        pass
+    started = time.perf_counter()
+    _heads_for(cfg, _model_for(cfg))
+    yield pd.DataFrame({"pid": [os.getpid()], "seconds": [time.perf_counter() - started]})
+
+
+WARM_UP_DDL = "pid long, seconds double"
+
+
 def tag_frame(frame: pd.DataFrame, cfg: TaskConfig, tagger: Tagger | None = None) -> pd.DataFrame:
     """One row per input row (``TAGGED_SCHEMA_DDL``), entities nested; the model comes from the
     worker cache unless ``tagger`` is given."""
@@ -666,6 +689,7 @@ def write_batches(
         raise ValueError("write_batches needs cfg.entities_uri, cfg.status_uri and cfg.relations_uri")
     peak_reset = task_stats.reset_peak_rss()
     started = time.perf_counter()
+    loads_before = MODEL_CACHE.loads
     rows = tagged_notes = characters = 0
     opts = cfg.storage_options
     ent_file = _StreamingFile(cfg.entities_uri, ENTITIES_TABLE, ENTITIES_SCHEMA, cfg.run_id, opts)
@@ -699,6 +723,7 @@ def write_batches(
                         peak_rss_mib=round(peak, 1),
                         end_rss_mib=round(task_stats.rss_mib(), 1),
                         peak_reset=peak_reset,
+                        model_loads=MODEL_CACHE.loads - loads_before,
                     )
                 )
             ]
@@ -715,8 +740,10 @@ def _partition_id() -> int:
 
 def _release_memory() -> None:
     """Hand freed memory back after a task: a reused worker runs many tasks, and without this its
-    resident size creeps up with the number of tasks (Arrow's allocator keeps freed pages)."""
+    resident size creeps up with the number of tasks (the C heap and Arrow's allocator keep freed
+    pages; ``task_stats.trim_c_heap`` has the measurements)."""
     import gc
 
     gc.collect()
     pa.default_memory_pool().release_unused()
+    task_stats.trim_c_heap()

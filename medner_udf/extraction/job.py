@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,7 +42,7 @@ import pyarrow.compute as pc
 
 from medner_udf.errors import MednerError
 from medner_udf.extraction import task_stats
-from medner_udf.extraction.executor import TaskConfig, write_batches
+from medner_udf.extraction.executor import WARM_UP_DDL, TaskConfig, warm_worker, write_batches
 from medner_udf.extraction.planning import (
     choose_partitions,
     choose_run,
@@ -195,6 +197,45 @@ def _load_model(spark: SparkSession, settings: ExtractSettings) -> tuple[Path, s
     return local, for_tasks, shipped
 
 
+class WarmUp:
+    """The warm-up pass (``executor.warm_worker``), run in a background thread while the driver
+    plans: one task per task slot loads the model into a Python worker, which Spark then reuses
+    for the tagging pass (``spark.python.worker.reuse``). Planning is mostly driver and JVM work
+    that leaves the slots idle, so the workers' start-up (importing torch, loading the model:
+    several seconds each) comes off the run's critical path. Best effort: a failed or cancelled
+    warm-up changes nothing, since the tagging pass loads whatever is not loaded yet and reports
+    any real failure itself."""
+
+    def __init__(self, spark: SparkSession, cfg: TaskConfig, slots: int) -> None:
+        self.group = f"medner-warm-up-{uuid.uuid4().hex[:12]}"
+        self._sc = spark.sparkContext
+        self.seconds: list[float] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(spark, cfg, slots), name=self.group, daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, spark: SparkSession, cfg: TaskConfig, slots: int) -> None:
+        try:
+            self._sc.setJobGroup(self.group, "medner: load the model on the workers while the driver plans")
+            rows = (
+                spark.range(slots, numPartitions=slots)
+                .mapInPandas(functools.partial(warm_worker, cfg=cfg), WARM_UP_DDL)
+                .collect()
+            )
+            self.seconds = [float(r["seconds"]) for r in rows]
+        except Exception as exc:  # best effort, see the class docstring
+            log.debug(
+                "warm-up pass did not complete (%s); the tagging pass loads the model", type(exc).__name__
+            )
+
+    def finish(self) -> None:
+        """Cancel the pass if it still runs (the run failed early) and wait for its thread."""
+        if self._thread.is_alive():
+            self._sc.cancelJobGroup(self.group)
+        self._thread.join()
+
+
 def run_extract(
     spark: SparkSession,
     settings: ExtractSettings,
@@ -212,6 +253,34 @@ def run_extract(
     local_model, task_artifact, shipped_name = _load_model(spark, settings)
     info = read_info(local_model)
     heads = _attached_heads(str(local_model))
+    warm_up = WarmUp(
+        spark,
+        TaskConfig(
+            artifact=task_artifact,
+            model_name=info.name,
+            model_version=info.version,
+            shipped_name=shipped_name,
+            storage_options=dict(opts),
+        ),
+        _task_slots(spark),
+    )
+    try:
+        return _run_input(spark, settings, info, heads, task_artifact, shipped_name, before_commit, started)
+    finally:
+        warm_up.finish()
+
+
+def _run_input(
+    spark: SparkSession,
+    settings: ExtractSettings,
+    info: Any,
+    heads: dict[str, str | None],
+    task_artifact: str,
+    shipped_name: str | None,
+    before_commit: Callable[[], None] | None,
+    started: float,
+) -> RunSummary:
+    opts = settings.storage_options
     fmt = resolve_input_format(settings.input, settings.input_format, opts)
     files_read = spark.sparkContext.accumulator(0)
     raw = read_notes(

@@ -17,8 +17,11 @@ the figures are for operators, never for correctness.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import resource
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +42,9 @@ class TaskStats:
     peak_rss_mib: float
     end_rss_mib: float
     peak_reset: bool
+    # Taggers and clinical head sets this task loaded (0: the worker had them from the warm-up
+    # pass or an earlier task).
+    model_loads: int = 0
 
 
 class TaskStatsParam(AccumulatorParam[list[dict[str, Any]]]):
@@ -82,6 +88,37 @@ def peak_rss_mib() -> float:
     return kib / 1024
 
 
+@functools.cache
+def _c_library() -> Any | None:
+    """The process's C library when it is glibc (the one with ``malloc_trim``), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)  # the symbols the process already has: its C library's
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
+def trim_c_heap() -> bool:
+    """Hand the C heap's free pages back to the kernel (glibc's ``malloc_trim(0)``); False where
+    the C library has no such call (musl, macOS).
+
+    Why a reused Python worker needs it: glibc keeps memory freed in the middle of its heap
+    resident until something trims it, and only the top of the heap is trimmed on ``free``. Each
+    tagging task frees a few hundred MiB of short-lived buffers (the batch's pandas strings, token
+    and character id arrays, LSTM activations) scattered between longer-lived blocks, so without a
+    trim the worker carries that free memory into its next task (measured: the heap's free part rose
+    from 157 to 216 MiB over the first three tasks, the part in use stayed at 115-125 MiB, Python's
+    object count was the same after every task, and Arrow's pool never held more than 7 MiB).
+    """
+    libc = _c_library()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
 def rss_mib() -> float:
     """Resident memory of this process now."""
     kib = _status_kib("VmRSS")
@@ -103,6 +140,7 @@ def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "max": round(max(secs), 3),
         },
         "peak_worker_rss_mib": {"median": round(statistics.median(peaks), 1), "max": round(max(peaks), 1)},
+        "model_loads": sum(int(r.get("model_loads", 0)) for r in records),
     }
 
 

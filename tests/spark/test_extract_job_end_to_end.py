@@ -3,6 +3,7 @@ model versions, atomicity, and reading the results back through delta-rs and Spa
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,9 @@ def test_first_run_gives_every_record_its_status_and_exact_offsets(
     spark: Any, tmp_path: Path, gazetteer_artifact: Path
 ) -> None:
     write_notes(tmp_path / "notes", NOTES)
-    summary = run_extract(spark, settings(tmp_path, gazetteer_artifact))
+    model = tmp_path / "model"  # a path no earlier test loaded: no worker has it cached
+    shutil.copytree(gazetteer_artifact, model)
+    summary = run_extract(spark, settings(tmp_path, model))
 
     status = delta_frame(tmp_path / "out" / "record_status")
     assert len(status) == len(NOTES)  # input count == status rows, duplicates and null ids included
@@ -93,6 +96,9 @@ def test_first_run_gives_every_record_its_status_and_exact_offsets(
     assert sum(t["characters"] for t in tasks) == sum(len(t or "") for t in tagged)
     assert sorted(t["partition"] for t in tasks) == list(range(len(tasks)))
     assert all(t["peak_rss_mib"] > 0 and t["seconds"] >= 0 for t in tasks)
+    # The warm-up pass loaded the model into the workers while the driver planned; the tagging
+    # tasks ran in those reused workers and loaded nothing themselves.
+    assert [t["model_loads"] for t in tasks] == [0] * len(tasks) and summary.tasks["model_loads"] == 0
     assert "task_list" not in summary.as_dict() and len(
         summary.as_dict(task_details=True)["task_list"]
     ) == len(tasks)

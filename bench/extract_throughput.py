@@ -13,7 +13,9 @@ single-thread rate times the job's task slots (N of ``local[N]``, n x c of
 give. Efficiency = the job's rate (everything inside ``run_extract``: the input scan, planning,
 model loads, tagging, writing and the commits) / the ideal. JVM and session start-up are
 reported separately (wall time minus the job's own seconds). Each tagging task's rows, seconds
-and peak worker memory come from the job's ``--task-details`` summary.
+and peak worker memory come from the job's ``--task-details`` summary. Beside the ideal, the same
+raw timing in one process per task slot, all at once and with no Spark: how far the machine's
+cores themselves fall short of perfect scaling (shared caches, memory bandwidth, clock).
 
 When the artifact has assertion/relation heads attached (``medner attach``), the job also runs on a
 copy of the artifact without them (entity-only: same tagger, same notes, same settings) and the
@@ -74,6 +76,25 @@ def raw_throughput(model: Path, notes: list[str], batch_size: int) -> tuple[floa
         tagger.tag(notes[i : i + batch_size], batch_size=batch_size)
     seconds = time.perf_counter() - started
     return len(notes) / seconds, len(notes), seconds
+
+
+def _raw_worker(args: tuple[str, list[str], int, Any]) -> tuple[float, int, float]:
+    model, notes, batch_size, barrier = args
+    barrier.wait()  # every process starts tagging at the same moment
+    return raw_throughput(Path(model), notes, batch_size)
+
+
+def raw_concurrent(model: Path, notes: list[str], batch_size: int, processes: int) -> list[float]:
+    """Notes/s of each of ``processes`` separate processes running ``raw_throughput`` at once (no
+    Spark): what the machine gives when every core tags, next to the ideal's perfect scaling."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(processes)
+        with ctx.Pool(processes) as pool:
+            done = pool.map(_raw_worker, [(str(model), notes, batch_size, barrier)] * processes)
+    return [rate for rate, _, _ in done]
 
 
 def entity_only_copy(model: Path, folder: Path) -> Path:
@@ -209,6 +230,13 @@ def main(argv: list[str] | None = None) -> None:
         raw_rate, raw_n, raw_s = raw_throughput(a.model, notes[: a.raw_notes], a.batch_size)
         print(f"raw Tagger.tag, 1 thread : {raw_rate:9.1f} notes/s  ({raw_n} notes in {raw_s:.1f} s)")
         print(f"ideal ({slots} x raw)         : {raw_rate * slots:9.1f} notes/s")
+        if slots > 1 and slots <= (os.cpu_count() or 1):
+            each = raw_concurrent(a.model, notes[: a.raw_notes], a.batch_size, slots)
+            print(
+                f"raw, {slots} processes at once : {sum(each):9.1f} notes/s together  (each "
+                f"{', '.join(f'{r:.1f}' for r in each)}; {sum(each) / (raw_rate * slots):.2f} of the "
+                "ideal: what the cores give with no Spark at all)"
+            )
     rates = {}
     for mode, spark in best.items():
         rates[mode] = spark["n_input"] / spark["job_s"]

@@ -571,7 +571,7 @@ def warm_worker(batches: Iterator[pd.DataFrame], cfg: TaskConfig) -> Iterator[pd
     """``mapInPandas`` function of the warm-up pass: load the tagger and its clinical heads into
     this worker's cache and return one row (``WARM_UP_DDL``: the worker's pid, seconds).
 
-    The driver runs it while it plans the run (``job.warm_workers``), so the reused workers of
+    The driver runs it while it plans the run (``job.WarmUp``), so the reused workers of
     the tagging pass start tagging at once instead of each first importing torch and loading the
     model while the task slot waits.
     """

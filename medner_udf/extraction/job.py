@@ -209,7 +209,6 @@ class WarmUp:
     def __init__(self, spark: SparkSession, cfg: TaskConfig, slots: int) -> None:
         self.group = f"medner-warm-up-{uuid.uuid4().hex[:12]}"
         self._sc = spark.sparkContext
-        self.seconds: list[float] = []
         self._thread = threading.Thread(
             target=self._run, args=(spark, cfg, slots), name=self.group, daemon=True
         )
@@ -218,18 +217,18 @@ class WarmUp:
     def _run(self, spark: SparkSession, cfg: TaskConfig, slots: int) -> None:
         try:
             self._sc.setJobGroup(self.group, "medner: load the model on the workers while the driver plans")
-            rows = (
-                spark.range(slots, numPartitions=slots)
-                .mapInPandas(functools.partial(warm_worker, cfg=cfg), WARM_UP_DDL)
-                .collect()
-            )
-            self.seconds = [float(r["seconds"]) for r in rows]
+            spark.range(slots, numPartitions=slots).mapInPandas(
+                functools.partial(warm_worker, cfg=cfg), WARM_UP_DDL
+            ).collect()
         except Exception as exc:  # best effort, see the class docstring
             log.debug(
                 "warm-up pass did not complete (%s); the tagging pass loads the model", type(exc).__name__
             )
 
-    def finish(self) -> None:
+    def __enter__(self) -> WarmUp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         """Cancel the pass if it still runs (the run failed early) and wait for its thread."""
         if self._thread.is_alive():
             self._sc.cancelJobGroup(self.group)
@@ -264,60 +263,44 @@ def run_extract(
         ),
         _task_slots(spark),
     )
-    try:
-        return _run_input(spark, settings, info, heads, task_artifact, shipped_name, before_commit, started)
-    finally:
-        warm_up.finish()
-
-
-def _run_input(
-    spark: SparkSession,
-    settings: ExtractSettings,
-    info: Any,
-    heads: dict[str, str | None],
-    task_artifact: str,
-    shipped_name: str | None,
-    before_commit: Callable[[], None] | None,
-    started: float,
-) -> RunSummary:
-    opts = settings.storage_options
-    fmt = resolve_input_format(settings.input, settings.input_format, opts)
-    files_read = spark.sparkContext.accumulator(0)
-    raw = read_notes(
-        spark,
-        settings.input,
-        fmt,
-        opts,
-        columns=[settings.id_column, settings.text_column],
-        counter=files_read,
-    )
-    validate_notes_schema(raw, settings.id_column, settings.text_column)
-    # One scan of the input: the prepared notes are kept (memory, spilling to disk) and count,
-    # fingerprint, duplicate marking and the tagging pass all read that copy.
-    prepared = _persist(prepare_notes(raw, settings.id_column, settings.text_column))
-    try:
-        return _run_prepared(
+    with warm_up:
+        fmt = resolve_input_format(settings.input, settings.input_format, opts)
+        files_read = spark.sparkContext.accumulator(0)
+        raw = read_notes(
             spark,
-            settings,
-            prepared,
-            info,
-            heads,
-            task_artifact,
-            shipped_name,
-            files_read,
-            before_commit,
-            started,
+            settings.input,
+            fmt,
+            opts,
+            columns=[settings.id_column, settings.text_column],
+            counter=files_read,
         )
-    except Exception as exc:
-        # Storage that fails mid-run (in a task or on the driver) surfaces as one StorageError
-        # naming the location, not as the SDK's error or a Spark task's traceback.
-        where = {w: location(p, w) for w, p in (("output", settings.output), ("input", settings.input))}
-        failure = storage_failure(exc, where, opts)
-        if failure is None:
-            raise
-        raise failure from exc
-    finally:
-        prepared.unpersist()
+        validate_notes_schema(raw, settings.id_column, settings.text_column)
+        # One scan of the input: the prepared notes are kept (memory, spilling to disk) and count,
+        # fingerprint, duplicate marking and the tagging pass all read that copy.
+        prepared = _persist(prepare_notes(raw, settings.id_column, settings.text_column))
+        try:
+            return _run_prepared(
+                spark,
+                settings,
+                prepared,
+                info,
+                heads,
+                task_artifact,
+                shipped_name,
+                files_read,
+                before_commit,
+                started,
+            )
+        except Exception as exc:
+            # Storage that fails mid-run (in a task or on the driver) surfaces as one StorageError
+            # naming the location, not as the SDK's error or a Spark task's traceback.
+            where = {w: location(p, w) for w, p in (("output", settings.output), ("input", settings.input))}
+            failure = storage_failure(exc, where, opts)
+            if failure is None:
+                raise
+            raise failure from exc
+        finally:
+            prepared.unpersist()
 
 
 def _persist(df: DataFrame) -> DataFrame:

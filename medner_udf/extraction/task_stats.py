@@ -108,7 +108,8 @@ def trim_c_heap() -> bool:
     resident until something trims it, and only the top of the heap is trimmed on ``free``. Each
     tagging task frees a few hundred MiB of short-lived buffers (the batch's pandas strings, token
     and character id arrays, LSTM activations) scattered between longer-lived blocks, so without a
-    trim the worker carries that free memory into its next task (measured: the heap's free part rose
+    trim the worker carries that free memory into its next task (measured with a temporary probe,
+    docs/extraction.md "Worker memory": the heap's free part rose
     from 157 to 216 MiB over the first three tasks, the part in use stayed at 115-125 MiB, Python's
     object count was the same after every task, and Arrow's pool never held more than 7 MiB).
     """

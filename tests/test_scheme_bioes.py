@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,8 +12,10 @@ from hypothesis import strategies as st
 from medner_udf.corpus.dataset import to_sentences
 from medner_udf.corpus.maccrobat import Document
 from medner_udf.text.scheme import (
+    TagCodes,
     allowed_transitions,
     flatten,
+    paths_to_spans,
     spans_to_tags,
     tag_set,
     tags_to_token_spans,
@@ -180,3 +183,24 @@ def test_flatten_most_keeps_as_many_mentions_as_any_non_overlapping_subset(
 def test_flatten_rejects_an_unknown_policy() -> None:
     with pytest.raises(ValueError, match="overlap policy"):
         flatten([], policy="shortest")
+
+
+_TAGS = tag_set(["Age", "Lab_value", "Sex"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.integers(0, len(_TAGS) - 1), max_size=14), min_size=1, max_size=6))
+def test_paths_to_spans_reads_any_batch_of_paths_as_tags_to_token_spans_does(rows: list[list[int]]) -> None:
+    # Arbitrary tag ids, valid BIOES or not (a softmax head's), padded with a tag that is not O so
+    # that reading past a row's end would show.
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    paths = np.full((len(rows), max(1, int(lengths.max()))), _TAGS.index("B-Sex"), dtype=np.int64)
+    for b, r in enumerate(rows):
+        paths[b, : len(r)] = r
+    codes = TagCodes.of(_TAGS)
+    row, first, last, kind = paths_to_spans(paths, lengths, codes)
+    got = [(b, f, e + 1, codes.types[k]) for b, f, e, k in zip(row, first, last, kind, strict=True)]
+    want = [
+        (b, f, e, lab) for b, r in enumerate(rows) for f, e, lab in tags_to_token_spans([_TAGS[t] for t in r])
+    ]
+    assert got == want

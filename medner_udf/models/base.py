@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from medner_udf.models.crf import CRF
-from medner_udf.text.scheme import TagCodes, allowed_transitions, paths_to_spans, tags_to_token_spans
+from medner_udf.text.scheme import TagCodes, allowed_transitions, paths_to_spans
 
 HEADS = ("crf", "softmax")
 
@@ -80,7 +80,7 @@ class TaggingNetwork(nn.Module):
     def decode_mentions(self, emissions: Tensor, mask: Tensor) -> Mentions:
         """Best paths read as mentions with their confidences, for the whole batch at once (see
         ``decode`` and ``segment_scores``; these are the same results as arrays, without per-row
-        Python work when the paths are valid BIOES, as a CRF head's always are)."""
+        Python work, the invalid paths a softmax head can decode included)."""
         if self.crf is None:
             paths_list = self.decode(emissions, mask)
             lengths = np.array([len(p) for p in paths_list], dtype=np.int64)
@@ -90,18 +90,8 @@ class TaggingNetwork(nn.Module):
         else:
             paths, lengths = self.crf.viterbi(emissions, mask)
         codes = self._codes()
-        spans = paths_to_spans(paths, lengths, codes)
-        if spans is not None:
-            row, first, last, kind = spans
-            types = [codes.types[k] for k in kind.tolist()]
-        else:  # lenient reading, row by row (tags_to_token_spans)
-            found = [
-                (b, f, e - 1, label)
-                for b in range(len(lengths))
-                for f, e, label in tags_to_token_spans([self.tags[t] for t in paths[b, : lengths[b]]])
-            ]
-            row, first, last = (np.array([x[i] for x in found], dtype=np.int64) for i in range(3))
-            types = [x[3] for x in found]
+        row, first, last, kind = paths_to_spans(paths, lengths, codes)
+        types = [codes.types[k] for k in kind.tolist()]
         if self.crf is not None:
             score = self.crf.path_probabilities(emissions, mask, paths, row, first, last)
         else:

@@ -4,8 +4,9 @@ How a note becomes entities:
 
 1. **Words** are ``medner_udf.text.tokens.tokenize`` tokens (the same words every medner tagger tags), so
    entity offsets are word offsets and ``text[begin:end] == entity_text`` holds by construction.
-2. **Pieces** come from the fast tokenizer run once over the whole note with
-   ``return_offsets_mapping``; each word's *first piece* is the first piece whose character range
+2. **Pieces** are the fast tokenizer's for the whole note, with their character offsets (each
+   distinct chunk between spaces tokenised once where that gives the same pieces:
+   ``medner_udf.taggers.pieces``); each word's *first piece* is the first piece whose character range
    overlaps it. A word the tokenizer drops (a control character, say) gets an ``unk`` piece of its
    own so every word has a prediction; a piece spanning two words (``5mg`` in some vocabularies) is
    shared by both.
@@ -41,6 +42,7 @@ from medner_udf.models.transformer import (
 from medner_udf.taggers.artifact import ArtifactError, ArtifactInfo
 from medner_udf.taggers.base import Tagger
 from medner_udf.taggers.neural import EmissionBatch, NeuralTagger, length_sorted_batches
+from medner_udf.taggers.pieces import ChunkPieces
 from medner_udf.taggers.windows import EncodedNote, IntArray, Window, align_pieces, assign_windows
 from medner_udf.text.tokens import segment_bounds, token_bounds
 
@@ -188,23 +190,17 @@ class TransformerTagger(NeuralTagger):
         return self.encode_notes([text])[0]
 
     def encode_notes(self, texts: Sequence[str]) -> list[EncodedNote]:
-        """``encode`` for many notes: each note's pieces from the fast tokenizer, its words aligned
-        with them as arrays.
+        """``encode`` for many notes: each note's pieces from the fast tokenizer (each distinct
+        whitespace-separated chunk tokenised once where that is exact: ``taggers.pieces``), its
+        words aligned with them as arrays.
 
-        Note by note rather than with the tokenizer's ``encode_batch``, which runs a thread pool of
-        its own as wide as the machine: inside a Spark task that would oversubscribe the cores the
-        task was given, and the gain is small next to the network.
+        Not with the tokenizer's ``encode_batch``, which runs a thread pool of its own as wide as
+        the machine: inside a Spark task that would oversubscribe the cores the task was given.
         """
-        backend = self.tokenizer.backend_tokenizer
-        # As the tokenizer's __call__ does without truncation or padding asked for: whole notes.
-        backend.no_truncation()
-        backend.no_padding()
+        pieces = self._pieces()
         out = []
-        for text in texts:
-            encoding = backend.encode(text, add_special_tokens=False)
+        for text, (ids, offsets) in zip(texts, pieces.encode(texts), strict=True):
             begins, ends = token_bounds(text)
-            ids = np.asarray(encoding.ids, dtype=np.int64)
-            offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
             piece_ids, first = align_pieces(begins, ends, ids, offsets, self._unk)
             if self.config.scope == "note":
                 blocks = [(0, len(begins))] if len(begins) else []
@@ -213,6 +209,13 @@ class TransformerTagger(NeuralTagger):
                 blocks = list(zip(segs.starts.tolist(), segs.stops.tolist(), strict=True))
             out.append(EncodedNote(begins, ends, piece_ids, first, blocks))
         return out
+
+    def _pieces(self) -> ChunkPieces:
+        cached: ChunkPieces | None = getattr(self, "_chunk_pieces", None)
+        backend = self.tokenizer.backend_tokenizer
+        if cached is None or cached.backend is not backend:
+            cached = self._chunk_pieces = ChunkPieces(backend)
+        return cached
 
     def inference_windows(self, notes: Sequence[EncodedNote]) -> list[Window]:
         """Every note's windows at inference, each with the words it provides."""
@@ -234,81 +237,91 @@ class TransformerTagger(NeuralTagger):
     ) -> dict[str, Tensor]:
         """Padded network inputs for ``windows`` (and their gold tags, given per-note tag ids)."""
         n_prefix = int(self._prefix is not None)
-        pieces = []
-        for w in windows:
-            row = notes[w.note].piece_ids[w.piece_start : w.piece_end].tolist()
-            pieces.append(
-                ([self._prefix] if self._prefix is not None else [])
-                + row
-                + ([self._suffix] if self._suffix is not None else [])
-            )
         batch = len(windows)
-        max_pieces = max(len(p) for p in pieces)
-        max_words = max(w.word_end - w.word_start for w in windows)
-        input_ids = torch.full((batch, max_pieces), self._pad, dtype=torch.long)
-        attention = torch.zeros((batch, max_pieces), dtype=torch.long)
-        word_pieces = torch.zeros((batch, max_words), dtype=torch.long)
-        word_mask = torch.zeros((batch, max_words), dtype=torch.bool)
-        tags = torch.zeros((batch, max_words), dtype=torch.long)
-        for b, (w, row) in enumerate(zip(windows, pieces, strict=True)):
-            input_ids[b, : len(row)] = torch.tensor(row)
-            attention[b, : len(row)] = 1
-            n = w.word_end - w.word_start
-            firsts = notes[w.note].first_piece[w.word_start : w.word_end] - w.piece_start + n_prefix
-            word_pieces[b, :n] = torch.from_numpy(firsts)
-            word_mask[b, :n] = True
+        n_pieces = np.array([w.piece_end - w.piece_start for w in windows], dtype=np.int64)
+        n_words = np.array([w.word_end - w.word_start for w in windows], dtype=np.int64)
+        width = int(n_pieces.max()) + self.n_special
+        input_ids = np.full((batch, width), self._pad, dtype=np.int64)
+        word_pieces = np.zeros((batch, int(n_words.max())), dtype=np.int64)
+        tags = np.zeros_like(word_pieces)
+        for b, w in enumerate(windows):
+            note = notes[w.note]
+            input_ids[b, n_prefix : n_prefix + n_pieces[b]] = note.piece_ids[w.piece_start : w.piece_end]
+            word_pieces[b, : n_words[b]] = (
+                note.first_piece[w.word_start : w.word_end] - w.piece_start + n_prefix
+            )
             if tag_ids is not None:
-                tags[b, :n] = torch.from_numpy(tag_ids[w.note][w.word_start : w.word_end])
+                tags[b, : n_words[b]] = tag_ids[w.note][w.word_start : w.word_end]
+        rows = np.arange(batch)
+        if self._prefix is not None:
+            input_ids[:, 0] = self._prefix
+        if self._suffix is not None:
+            input_ids[rows, n_prefix + n_pieces] = self._suffix
+        attention = np.arange(width)[None, :] < (n_pieces + self.n_special)[:, None]
         out = {
-            "input_ids": input_ids,
-            "attention_mask": attention,
-            "word_pieces": word_pieces,
-            "word_mask": word_mask,
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention.astype(np.int64)),
+            "word_pieces": torch.from_numpy(word_pieces),
+            "word_mask": torch.from_numpy(np.arange(word_pieces.shape[1])[None, :] < n_words[:, None]),
         }
         if tag_ids is not None:
-            out["tags"] = tags
+            out["tags"] = torch.from_numpy(tags)
         return out
 
     @torch.inference_mode()
     def word_emissions(self, notes: Sequence[EncodedNote], batch_size: int | None = None) -> list[Tensor]:
         """Stitched emissions (n_words, num_tags) of each note, on the CPU, in fp32."""
+        flat, offsets = self._flat_emissions(notes, batch_size)
+        return [flat[offsets[i] : offsets[i + 1]] for i in range(len(notes))]
+
+    def _flat_emissions(
+        self, notes: Sequence[EncodedNote], batch_size: int | None
+    ) -> tuple[Tensor, IntArray]:
+        """Every note's stitched word emissions in one (words of all notes + 1, num_tags) tensor
+        on the CPU in fp32, note i's at rows ``offsets[i]:offsets[i + 1]``; the last row is zeros
+        (what padded steps gather)."""
         size = self.default_batch_size if batch_size is None else batch_size
         if size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.net.eval()
         device = self.device
-        out = [torch.zeros((n.n_words, self.config.num_tags)) for n in notes]
+        offsets = np.cumsum([0] + [n.n_words for n in notes]).astype(np.int64)
+        flat = torch.zeros((int(offsets[-1]) + 1, self.config.num_tags))
         windows = self.inference_windows(notes)
+        bf16 = device.type == "cuda" or self.precision == "bf16"
         for batch in length_sorted_batches(windows, size, _window_length, longest_first=True):
             inputs = {k: v.to(device) for k, v in self.collate(notes, batch).items()}
-            bf16 = device.type == "cuda" or self.precision == "bf16"
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 emissions, _ = self.net(**inputs)
             emissions = emissions.float().cpu()
             for b, w in enumerate(batch):
-                out[w.note][w.word_start : w.word_end] = emissions[b, : w.word_end - w.word_start]
-        return out
+                start = int(offsets[w.note]) + w.word_start
+                flat[start : start + w.word_end - w.word_start] = emissions[b, : w.word_end - w.word_start]
+        return flat, offsets
 
     def emission_batches(self, texts: Sequence[str], batch_size: int) -> Iterator[EmissionBatch]:
         # Windows are batched for the encoder; decoding then runs over whole notes (see the module
-        # doc, step 4), in groups of notes of similar length.
-        notes = self.encode_notes(texts)
-        emissions = self.word_emissions(notes, batch_size)
+        # doc, step 4), in groups of notes of similar length, gathered from the flat emissions.
+        with torch.inference_mode():
+            notes = self.encode_notes(texts)
+            flat, offsets = self._flat_emissions(notes, batch_size)
+        blank = len(flat) - 1
+        begins = np.concatenate([n.begins for n in notes] + [np.zeros(1, np.int64)])
+        ends = np.concatenate([n.ends for n in notes] + [np.zeros(1, np.int64)])
+        lengths = np.diff(offsets)
         device = self.device
-        with_words = [i for i in range(len(texts)) if notes[i].n_words]
-        for group in length_sorted_batches(with_words, _DECODE_BATCH, lambda i: notes[i].n_words):
-            longest = max(notes[i].n_words for i in group)
-            padded = torch.zeros((len(group), longest, self.config.num_tags))
-            mask = torch.zeros((len(group), longest), dtype=torch.bool)
-            begins = np.zeros((len(group), longest), dtype=np.int64)
-            ends = np.zeros((len(group), longest), dtype=np.int64)
-            for b, i in enumerate(group):
-                n = notes[i].n_words
-                padded[b, :n] = emissions[i]
-                mask[b, :n] = True
-                begins[b, :n] = notes[i].begins
-                ends[b, :n] = notes[i].ends
-            yield EmissionBatch(padded.to(device), mask.to(device), list(group), begins, ends)
+        with_words = np.flatnonzero(lengths).tolist()
+        for group in length_sorted_batches(with_words, _DECODE_BATCH, lambda i: int(lengths[i])):
+            steps = np.arange(int(lengths[group].max()))[None, :]
+            mask = steps < lengths[group][:, None]
+            rows = np.where(mask, offsets[group][:, None] + steps, blank)
+            yield EmissionBatch(
+                flat[torch.from_numpy(rows)].to(device),
+                torch.from_numpy(mask).to(device),
+                list(group),
+                begins[rows],
+                ends[rows],
+            )
 
     # ----------------------------------------------------------------------------------------------
     @classmethod

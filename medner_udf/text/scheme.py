@@ -161,13 +161,12 @@ def allowed_transitions(
 
 @dataclass(frozen=True)
 class TagCodes:
-    """A tag list as arrays: each tag's prefix (0 O, 1 B, 2 I, 3 E, 4 S), its type index (-1 for O)
-    into ``types``, and the moves a valid BIOES sequence may make (``allowed_transitions``)."""
+    """A tag list as arrays: each tag's prefix (0 O, 1 B, 2 I, 3 E, 4 S) and its type index (-1 for
+    O) into ``types``."""
 
     prefix: npt.NDArray[np.int8]
     type_index: npt.NDArray[np.int64]
     types: tuple[str, ...]
-    allowed: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]
 
     @classmethod
     def of(cls, tags: Sequence[str]) -> TagCodes:
@@ -175,32 +174,39 @@ class TagCodes:
         position = {t: i for i, t in enumerate(types)}
         prefix = np.array([0 if t == OUTSIDE else "OBIES".index(t[0]) for t in tags], dtype=np.int8)
         type_index = np.array([-1 if t == OUTSIDE else position[t[2:]] for t in tags], dtype=np.int64)
-        return cls(prefix, type_index, types, allowed_transitions(tags))
+        return cls(prefix, type_index, types)
 
 
 def paths_to_spans(
     paths: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64], codes: TagCodes
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
-    """(row, first, last, type index) of every mention in a batch of BIOES paths, all at once;
-    ``last`` inclusive, row-major order.
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(row, first, last, type index) of every mention in a batch of tag paths, all at once;
+    ``last`` inclusive, row-major order: ``tags_to_token_spans`` of each row, as arrays.
 
-    None unless every path is a valid BIOES sequence (every start, move and end allowed), which a
-    constrained CRF's always are and a softmax head's need not be (``O I-X``): the caller then reads
-    the rows leniently with ``tags_to_token_spans``. In a valid sequence the B/S and E/S positions
-    alternate, so the k-th start and the k-th end of the batch belong to the same mention.
+    A valid BIOES path (a constrained CRF's always is) reads as written; an invalid one (a softmax
+    head's can be: ``O I-X``) reads as ``tags_to_token_spans`` reads it. Whether a mention is open
+    after a step depends on that step alone (B and I leave one open; O, E and S do not), so:
+
+    - step i *continues* when it is I or E, the step before left a mention open, and both have the
+      same type;
+    - a mention *starts* at every B or S and at every I or E that does not continue;
+    - a mention *ends* at every E or S, and at every B or I whose next step does not continue.
+
+    Starts and ends alternate along each row, so the k-th start and the k-th end of the batch
+    belong to the same mention.
     """
-    start_ok, move_ok, end_ok = codes.allowed
     steps = np.arange(paths.shape[1])[None, :]
     live = steps < lengths[:, None]
-    has = lengths > 0
-    rows = np.arange(len(lengths))
-    if not (
-        start_ok[paths[has, 0]].all()
-        and end_ok[paths[rows[has], lengths[has] - 1]].all()
-        and move_ok[paths[:, :-1], paths[:, 1:]][live[:, 1:]].all()
-    ):
-        return None
-    prefix = np.where(live, codes.prefix[paths], 0)
-    start_rows, starts = np.nonzero((prefix == 1) | (prefix == 4))  # B or S
-    _, ends = np.nonzero((prefix == 3) | (prefix == 4))  # E or S
-    return start_rows, starts, ends, codes.type_index[paths[start_rows, starts]]
+    prefix = np.where(live, codes.prefix[paths], 0)  # 0 O, 1 B, 2 I, 3 E, 4 S; padding reads O
+    kind = codes.type_index[paths]
+    inside = (prefix == 2) | (prefix == 3)
+    open_after = (prefix == 1) | (prefix == 2)
+    continues = np.zeros_like(inside)
+    continues[:, 1:] = inside[:, 1:] & open_after[:, :-1] & (kind[:, 1:] == kind[:, :-1])
+    starts = (prefix == 1) | (prefix == 4) | (inside & ~continues)
+    next_continues = np.zeros_like(continues)
+    next_continues[:, :-1] = continues[:, 1:]
+    ends = (prefix == 3) | (prefix == 4) | (open_after & ~next_continues)
+    start_rows, first = np.nonzero(starts)
+    _, last = np.nonzero(ends)
+    return start_rows, first, last, kind[start_rows, first]

@@ -9,7 +9,10 @@ a quarter of the words inside a mention, as in MACCROBAT), so decoding and entit
 work they do on real output.
 
     .venv/bin/python bench/host_ceiling.py --model models/<bilstm artifact> [--encoder PATH] \
-        [--notes 200] [--repeats 3] [--batch-size 256]
+        [--notes 200] [--notes-per-call N] [--repeats 3] [--batch-size 256]
+
+``--notes-per-call`` hands the notes to ``tag()`` in calls of that many (the extraction job's
+micro-batches are 32 notes, ``conf/extract.toml``); by default all of them in one call.
 
 Three figures side by side, on the same notes and one thread: the real forward pass; the zero-cost
 forward with the CRF's Viterbi and entity probabilities computed on this CPU (what a CPU executor
@@ -115,17 +118,25 @@ def _fmt(rates: tuple[float, float]) -> str:
     return f"{rates[0]:,.0f} ({rates[1]:,.0f} wall)"
 
 
-def measure(name: str, tagger: NeuralTagger, texts: list[str], batch_size: int, repeats: int) -> None:
+def measure(
+    name: str, tagger: NeuralTagger, texts: list[str], batch_size: int, repeats: int, per_call: int
+) -> None:
     n_words = sum(len(tokenize(t)) for t in texts)
-    real = words_per_second(lambda: tagger.tag(texts, batch_size=batch_size), n_words, repeats)
+    calls = [texts[i : i + per_call] for i in range(0, len(texts), per_call)]
+
+    def tag_all() -> None:
+        for call in calls:
+            tagger.tag(call, batch_size=batch_size)
+
+    real = words_per_second(tag_all, n_words, repeats)
     crf = tagger.net.crf
     assert crf is not None, "the ceiling is measured for CRF heads"
     original = tagger.net.forward, crf.viterbi, crf.path_probabilities
     tagger.net.forward = zero_cost_forward(tagger)
     try:
-        with_crf = words_per_second(lambda: tagger.tag(texts, batch_size=batch_size), n_words, repeats)
+        with_crf = words_per_second(tag_all, n_words, repeats)
         crf.viterbi, crf.path_probabilities = zero_cost_crf(tagger)  # type: ignore[method-assign]
-        host = words_per_second(lambda: tagger.tag(texts, batch_size=batch_size), n_words, repeats)
+        host = words_per_second(tag_all, n_words, repeats)
     finally:
         tagger.net.forward, crf.viterbi, crf.path_probabilities = original  # type: ignore[method-assign]
     print(
@@ -144,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--corpus", type=Path, default=None)
     parser.add_argument("--notes", type=int, default=200)
+    parser.add_argument(
+        "--notes-per-call", type=int, default=None, help="notes per tag() call (default: all)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256, help="segments/windows per forward pass")
     args = parser.parse_args(argv)
@@ -171,17 +185,24 @@ def main(argv: list[str] | None = None) -> int:
             name="ceiling",
             version="0",
         ).to("cpu")
+    per_call = args.notes_per_call or args.notes
     print(
-        f"{args.notes} notes, one thread; words per second of CPU time (of wall time) of the whole tag() path"
+        f"{args.notes} notes in calls of {per_call}, one thread; words per second of CPU time "
+        "(of wall time) of the whole tag() path"
     )
     print(
         "| tagger | words | batch | real forward | zero-cost forward, CRF on this CPU "
         "| zero-cost forward and CRF (host ceiling) | real / ceiling |"
     )
     print("|---|---|---|---|---|---|---|")
-    measure("BiLSTM-CNN-CRF", bilstm, texts, args.batch_size, args.repeats)
+    measure("BiLSTM-CNN-CRF", bilstm, texts, args.batch_size, args.repeats, per_call)
     measure(
-        f"transformer ({transformer.config.model_type})", transformer, texts, args.batch_size, args.repeats
+        f"transformer ({transformer.config.model_type})",
+        transformer,
+        texts,
+        args.batch_size,
+        args.repeats,
+        per_call,
     )
     return 0
 

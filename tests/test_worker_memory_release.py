@@ -59,3 +59,45 @@ def test_memory_a_task_freed_in_the_middle_of_the_heap_is_returned_at_its_end() 
 def test_trimming_is_a_no_op_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(task_stats, "_c_library", lambda: None)
     assert task_stats.trim_c_heap() is False
+
+
+def test_the_heap_is_trimmed_after_every_micro_batch_of_a_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trimming only at a task's end let the per-task peak of a reused worker climb with the tasks it
+    had run (docs/extraction.md, "Worker memory"); each micro-batch's end trims too."""
+    import pandas as pd
+
+    from medner_udf.extraction.executor import TaskConfig, tag_records
+    from medner_udf.extraction.schemas import note_hash
+    from medner_udf.taggers.gazetteer import GazetteerTagger
+
+    trims: list[int] = []
+    calls: list[int] = []
+    tagger = GazetteerTagger.from_terms([("fever", "Sign_symptom")], name="g", version="1")
+    real_tag = tagger.tag
+
+    def counting_tag(texts: list[str], batch_size: int | None = None) -> list[list[object]]:
+        calls.append(len(texts))
+        return real_tag(texts, batch_size)  # type: ignore[return-value]
+
+    monkeypatch.setattr(tagger, "tag", counting_tag)
+
+    def counting_trim() -> bool:
+        trims.append(len(calls))
+        return True
+
+    monkeypatch.setattr(task_stats, "trim_c_heap", counting_trim)
+    texts = [f"note {i} with fever" for i in range(7)]
+    frame = pd.DataFrame(
+        {
+            "record_id": [str(i) for i in range(7)],
+            "text": texts,
+            "note_hash": [note_hash(t) for t in texts],
+            "action": ["tag"] * 7,
+            "n_rows": [1] * 7,
+        }
+    )
+    cfg = TaskConfig(artifact="unused", model_name="g", model_version="1", run_id="r1", batch_size=3)
+    tagged = tag_records(frame, tagger, cfg, None)
+    assert len(tagged.entities["record_id"]) == 7
+    assert calls == [3, 3, 1]
+    assert trims == [1, 2, 3]  # one trim after each of the three micro-batches

@@ -454,10 +454,6 @@ def tag_records(
                 _apply_heads(
                     heads, [i for i in rows if status[i] == OK], texts, found, clinical, status, errors
                 )
-            # Each micro-batch's buffers back to the kernel before the next one's: trimming only at
-            # the task's end let a reused worker's per-task peak climb with the tasks it had run
-            # (the C heap's free pages, docs/extraction.md "Worker memory").
-            task_stats.trim_c_heap()
 
     ent: dict[str, list[Any]] = {name: [] for name in ENTITIES_SCHEMA.names}
     for i in range(n):

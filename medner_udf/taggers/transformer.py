@@ -268,12 +268,12 @@ class TransformerTagger(NeuralTagger):
             out["tags"] = torch.from_numpy(tags)
         return out
 
-    @torch.inference_mode()
     def word_emissions(self, notes: Sequence[EncodedNote], batch_size: int | None = None) -> list[Tensor]:
         """Stitched emissions (n_words, num_tags) of each note, on the CPU, in fp32."""
         flat, offsets = self._flat_emissions(notes, batch_size)
         return [flat[offsets[i] : offsets[i + 1]] for i in range(len(notes))]
 
+    @torch.inference_mode()
     def _flat_emissions(
         self, notes: Sequence[EncodedNote], batch_size: int | None
     ) -> tuple[Tensor, IntArray]:
@@ -302,9 +302,8 @@ class TransformerTagger(NeuralTagger):
     def emission_batches(self, texts: Sequence[str], batch_size: int) -> Iterator[EmissionBatch]:
         # Windows are batched for the encoder; decoding then runs over whole notes (see the module
         # doc, step 4), in groups of notes of similar length, gathered from the flat emissions.
-        with torch.inference_mode():
-            notes = self.encode_notes(texts)
-            flat, offsets = self._flat_emissions(notes, batch_size)
+        notes = self.encode_notes(texts)
+        flat, offsets = self._flat_emissions(notes, batch_size)
         blank = len(flat) - 1
         begins = np.concatenate([n.begins for n in notes] + [np.zeros(1, np.int64)])
         ends = np.concatenate([n.ends for n in notes] + [np.zeros(1, np.int64)])

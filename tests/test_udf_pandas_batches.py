@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -125,19 +125,24 @@ def test_device_choice_prefers_the_spark_gpu_then_cuda_then_cpu() -> None:
         choose_device(["1"], cuda_available=False)
 
 
+def writer_config(artifact: RecordingArtifact, tables: Path, run_id: str) -> TaskConfig:
+    """A ``write_batches`` config that writes the three tables under ``tables``."""
+    return TaskConfig(
+        artifact=str(artifact.path),
+        model_name="g",
+        model_version="1",
+        run_id=run_id,
+        entities_uri=str(tables / "entities"),
+        status_uri=str(tables / "record_status"),
+        relations_uri=str(tables / "relations"),
+    )
+
+
 def test_writer_streams_files_and_loads_the_model_once(
     tmp_path: Path, recording_artifact: RecordingArtifact
 ) -> None:
     MODEL_CACHE.clear()
-    cfg = TaskConfig(
-        artifact=str(recording_artifact.path),
-        model_name="g",
-        model_version="1",
-        run_id="r9",
-        entities_uri=str(tmp_path / "entities"),
-        status_uri=str(tmp_path / "status"),
-        relations_uri=str(tmp_path / "relations"),
-    )
+    cfg = writer_config(recording_artifact, tmp_path, "r9")
     batches = [frame([(f"id{i}", "fever", "tag"), (f"x{i}", "none", "skip")]) for i in range(5)]
     written = pd.concat(list(write_batches(iter(batches), cfg)))
     assert len(recording_artifact.calls("load")) == 1
@@ -145,6 +150,27 @@ def test_writer_streams_files_and_loads_the_model_once(
     assert dict(zip(written.table, written.num_records, strict=True)) == {"entities": 5, "record_status": 10}
     ent = pd.read_parquet(tmp_path / "entities" / written.path[written.table == "entities"].iloc[0])
     assert sorted(ent.record_id) == [f"id{i}" for i in range(5)] and set(ent.run_id) == {"r9"}
+
+
+def test_writer_hands_memory_back_after_each_batch_before_the_next_arrives(
+    tmp_path: Path, recording_artifact: RecordingArtifact, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medner_udf.extraction import executor
+
+    served = 0
+
+    def batches() -> Iterator[pd.DataFrame]:
+        nonlocal served
+        for i in range(3):
+            served += 1
+            yield frame([(f"id{i}", "fever", "tag")])
+
+    released_after: list[int] = []
+    monkeypatch.setattr(executor, "_release_memory", lambda: released_after.append(served))
+    cfg = writer_config(recording_artifact, tmp_path, "r8")
+    list(write_batches(batches(), cfg))
+    # After each batch (so Arrow's pool does not carry it under the next batch's peak), then at the end.
+    assert released_after == [1, 2, 3, 3]
 
 
 def test_the_tagger_gets_the_configured_forward_batch_size_also_when_retrying_one_by_one() -> None:
@@ -175,15 +201,7 @@ def test_write_batches_reports_the_tasks_rows_characters_seconds_and_memory(
     from medner_udf.extraction.task_stats import summarise
 
     MODEL_CACHE.clear()
-    cfg = TaskConfig(
-        artifact=str(recording_artifact.path),
-        model_name="g",
-        model_version="1",
-        run_id="r1",
-        entities_uri=str(tmp_path / "entities"),
-        status_uri=str(tmp_path / "record_status"),
-        relations_uri=str(tmp_path / "relations"),
-    )
+    cfg = writer_config(recording_artifact, tmp_path, "r1")
     acc = _ListAccumulator()
     batches = [frame([("a", "no fever", "tag"), ("b", None, "null_id")])]
     batches.append(frame([("c", "fever and aspirin", "skip"), ("d", "x" * 1000, "tag")]))

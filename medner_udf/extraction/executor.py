@@ -707,6 +707,10 @@ def write_batches(
         rel_file.write(tagged.relations)
         st_file.write(tagged.status)
         del frame, tagged, to_tag  # drop this batch before the next one arrives
+        # ... and hand back what it freed: Arrow's pool (mimalloc) otherwise keeps the pages of the
+        # batch's conversion and row group resident under the next batch's peak (docs/extraction.md,
+        # "Worker memory"); once per Arrow batch (<= 1,000 notes) it costs nothing measurable.
+        _release_memory()
     written = [info for info in (ent_file.close(), rel_file.close(), st_file.close()) if info is not None]
     peak = task_stats.peak_rss_mib()
     _release_memory()
@@ -739,9 +743,9 @@ def _partition_id() -> int:
 
 
 def _release_memory() -> None:
-    """Hand freed memory back after a task: a reused worker runs many tasks, and without this its
-    resident size creeps up with the number of tasks (the C heap and Arrow's allocator keep freed
-    pages; ``task_stats.trim_c_heap`` has the measurements)."""
+    """Hand freed memory back after each Arrow batch and each task: a reused worker runs many
+    tasks, and without this its peak creeps up with the batches and tasks it has run (the C heap
+    and Arrow's allocator keep freed pages; ``task_stats.trim_c_heap`` has the measurements)."""
     import gc
 
     gc.collect()

@@ -20,7 +20,10 @@ cores themselves fall short of perfect scaling (shared caches, memory bandwidth,
 When the artifact has assertion/relation heads attached (``medner attach``), the job also runs on a
 copy of the artifact without them (entity-only: same tagger, same notes, same settings) and the
 bench prints both job throughputs and their ratio (issue 11's target: heads on >= 0.70 of
-entity-only). ``--repeats N`` runs each job N times, alternating, and keeps each one's fastest.
+entity-only). ``--without-executor-env NAME`` (repeatable) also runs the job with the Spark settings
+minus ``spark.executorEnv.NAME`` (say ``GLIBC_TUNABLES``, the workers' allocator settings) and prints
+the shipped settings' throughput against it: what such a setting costs or gains, side by side.
+``--repeats N`` runs each job N times, alternating, and keeps each one's fastest.
 Only counts and timings are printed, never note text.
 """
 
@@ -140,7 +143,27 @@ def submit(cmd: list[str]) -> tuple[dict[str, Any], float]:
     return summary, wall
 
 
-def spark_throughput(model: Path, notes_dir: Path, out: Path, master: str, batch_size: int) -> dict[str, Any]:
+def conf_without_env(conf: Path, names: list[str], folder: Path) -> Path:
+    """A copy of the Spark settings file ``conf`` without the ``spark.executorEnv.<name>`` lines."""
+    keys = {f'"spark.executorEnv.{name}"' for name in names}
+    lines = conf.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.split("=", 1)[0].strip() not in keys]
+    if len(lines) - len(kept) != len(keys):
+        raise SystemExit(f"{conf} does not set each of {sorted(keys)} on a line of its own")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / ("spark-without-" + "-".join(names) + ".toml")
+    out.write_text("".join(kept))
+    return out
+
+
+def spark_throughput(
+    model: Path,
+    notes_dir: Path,
+    out: Path,
+    master: str,
+    batch_size: int,
+    conf: Path = ROOT / "conf" / "spark.toml",
+) -> dict[str, Any]:
     """Run the job with spark-submit; wall time includes JVM start, job time is run_extract's."""
     from medner_udf.extraction.session import spark_submit_command
 
@@ -159,7 +182,7 @@ def spark_throughput(model: Path, notes_dir: Path, out: Path, master: str, batch
             "--batch-size",
             str(batch_size),
             "--spark-conf",
-            str(ROOT / "conf" / "spark.toml"),
+            str(conf),
             "--task-details",
         ],
         master,
@@ -196,6 +219,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--repeats", type=int, default=1, help="job runs per mode; the fastest counts")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--without-executor-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also run the job without spark.executorEnv.NAME of conf/spark.toml (repeatable: one run without all)",
+    )
     p.add_argument("--master", default="local[2]")
     p.add_argument("--work", type=Path, default=Path("/tmp/medner-bench"))
     a = p.parse_args(argv)
@@ -212,12 +242,20 @@ def main(argv: list[str] | None = None) -> None:
     models = {"with heads" if clinical else "job": a.model}
     if clinical:
         models = {"entity-only": entity_only_copy(a.model, a.work / "entity-only-model"), **models}
+    shipped = ROOT / "conf" / "spark.toml"
+    confs = dict.fromkeys(models, shipped)
+    if a.without_executor_env:
+        variant = "without " + "+".join(a.without_executor_env)
+        models[variant] = models[next(iter(models))]
+        confs[variant] = conf_without_env(shipped, a.without_executor_env, a.work)
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in models}
     for i in range(a.repeats):
         order = list(models) if i % 2 == 0 else list(reversed(models))
         for mode in order:
-            out = a.work / ("out-" + mode.replace(" ", "-"))
-            runs[mode].append(spark_throughput(models[mode], a.work / "notes", out, a.master, a.batch_size))
+            out = a.work / ("out-" + mode.replace(" ", "-").replace("+", "-"))
+            runs[mode].append(
+                spark_throughput(models[mode], a.work / "notes", out, a.master, a.batch_size, confs[mode])
+            )
     best = {mode: fastest(r) for mode, r in runs.items()}
     slots = task_slots(a.master)
     print(
@@ -262,6 +300,12 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"efficiency job/ideal     : {job_rate / (raw_rate * slots):9.2f}   (target >= 0.90; "
             f"{next(iter(models))} job)"
+        )
+    if a.without_executor_env:
+        first = next(iter(models))
+        print(
+            f"ratio shipped/{variant:<12}: {rates[first] / rates[variant]:9.2f}   ({first} job with the "
+            "shipped settings against the same job without those worker variables)"
         )
     if clinical:
         ratio = rates["with heads"] / rates["entity-only"]

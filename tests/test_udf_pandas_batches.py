@@ -212,6 +212,7 @@ def test_write_batches_reports_the_tasks_rows_characters_seconds_and_memory(
     assert float(record["end_rss_mib"]) > 0 and float(record["seconds"]) >= 0
     if record["peak_reset"]:
         assert float(record["peak_rss_mib"]) >= float(record["end_rss_mib"]) * 0.5
-    summary = summarise([*acc.value, dict(record, seconds=3.0, rows=10)])
+    slower = float(record["seconds"]) + 100.0  # another task, whatever this one took on a busy machine
+    summary = summarise([*acc.value, dict(record, seconds=slower, rows=10)])
     assert summary["count"] == 2 and summary["rows"] == {"min": 4, "max": 10}
-    assert summary["seconds"]["max"] == 3.0
+    assert summary["seconds"]["max"] == pytest.approx(slower, abs=1e-3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import pyarrow as pa
@@ -65,6 +66,7 @@ def test_doctor_passes_here_and_reports_model_storage_and_tables(
     assert row(result, "java")[0] in ("ok", "warn") and "Java 17" in row(result, "java")[1]
     assert row(result, "spark")[:2] == ("skip", "--skip-spark")
     assert row(result, "torch")[1].startswith("torch 2.")
+    assert row(result, "allocator")[0] in ("ok", "warn")
     assert row(result, "corpus") == ("ok", f"{corpus_dir.resolve()}: 200 documents", None)
     assert row(result, "model")[1].startswith("gazetteer ") and "2 entity types" in row(result, "model")[1]
     assert "1 parquet files" in row(result, "input")[1]
@@ -151,3 +153,42 @@ def test_doctor_masks_every_secret_like_option_key() -> None:
 )
 def test_doctor_reads_the_java_major_version(output: str, major: int | None) -> None:
     assert doctor_module.java_major(output) == major
+
+
+@pytest.mark.parametrize(
+    ("glibc", "thp", "status", "said"),
+    [
+        (
+            (2, 36),
+            "madvise",
+            "ok",
+            "glibc 2.36, transparent huge pages madvise: the workers' GLIBC_TUNABLES take",
+        ),
+        ((2, 35), "always", "ok", "transparent huge pages always"),
+        ((2, 36), None, "ok", "transparent huge pages unknown"),
+        ((2, 31), "madvise", "warn", "glibc < 2.35 ignores glibc.malloc.hugetlb"),
+        ((2, 39), "never", "warn", "huge pages are off"),
+        (None, "madvise", "warn", "not glibc"),
+    ],
+)
+def test_doctor_allocator_check_says_whether_the_workers_tunables_take_effect(
+    glibc: tuple[int, int] | None, thp: str | None, status: str, said: str
+) -> None:
+    check = doctor_module.check_allocator(glibc=lambda: glibc, thp=lambda: thp)
+    assert check.name == "allocator" and check.status == status and said in check.detail
+    assert (check.fix is not None) == (status == "warn")
+
+
+def test_doctor_reads_the_transparent_huge_pages_mode_and_glibc(tmp_path: Path) -> None:
+    enabled = tmp_path / "enabled"
+    enabled.write_text("always [madvise] never\n")
+    assert doctor_module.thp_mode(enabled) == "madvise"
+    enabled.write_text("[always] madvise never\n")
+    assert doctor_module.thp_mode(enabled) == "always"
+    assert doctor_module.thp_mode(tmp_path / "missing") is None
+    version = doctor_module.glibc_version()  # this process's C library, as the check sees it
+    libc, found = platform.libc_ver()
+    if libc == "glibc":
+        assert version == tuple(int(x) for x in found.split(".")[:2])
+    else:
+        assert version is None

@@ -6,9 +6,10 @@
 One table, one row per check (``ok``, ``warn``, ``FAIL`` or ``skip``), with a ``fix:`` line under
 every failure; the exit status is 1 when a check failed. The checks: Python and the installed
 packages against the lock, ``JAVA_HOME`` and the Java version Spark needs, a local Spark session
-starting (and how long it took), torch's device, the corpus folder, a model artifact (loads, kind,
-labels, size), and the input/output storage URIs with their storage options (reachable, writable,
-the tables there and their versions).
+starting (and how long it took), torch's device, whether the workers' allocator settings take
+full effect here (glibc >= 2.35, transparent huge pages not ``never``), the corpus folder, a model
+artifact (loads, kind, labels, size), and the input/output storage URIs with their storage options
+(reachable, writable, the tables there and their versions).
 
 Storage options are delta-rs's keys (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ...); the storage
 check is self-contained (pyarrow's filesystems and delta-rs), so it reports what those libraries
@@ -256,6 +257,70 @@ def check_torch() -> Check:
     return Check("torch", OK, f"torch {torch.__version__}, {build}{note}: tagging and training on the CPU")
 
 
+# glibc learnt ``glibc.malloc.hugetlb`` in 2.35; conf/spark.toml's workers' GLIBC_TUNABLES rely on it.
+HUGETLB_GLIBC = (2, 35)
+THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+_ALLOCATOR_DOC = 'docs/extraction.md, Benchmarks, "Worker memory"'
+
+
+def glibc_version() -> tuple[int, int] | None:
+    """This process's glibc as (major, minor); None under another C library (musl, macOS)."""
+    try:
+        found = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (AttributeError, ValueError, OSError):
+        return None
+    match = re.fullmatch(r"glibc (\d+)\.(\d+)(?:\.\d+)?", found.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def thp_mode(path: Path = THP_ENABLED) -> str | None:
+    """The transparent huge pages mode (``always``, ``madvise``, ``never``); None where unknown."""
+    try:
+        match = re.search(r"\[(\w+)\]", path.read_text(encoding="ascii"))
+    except OSError:
+        return None
+    return match.group(1) if match else None
+
+
+def check_allocator(
+    glibc: Callable[[], tuple[int, int] | None] = glibc_version,
+    thp: Callable[[], str | None] = thp_mode,
+) -> Check:
+    """Whether the workers' allocator settings (conf/spark.toml) take full effect on this machine.
+
+    They keep a worker's memory flat from task to task everywhere; where glibc is older than 2.35 or
+    transparent huge pages are ``never`` the 4 MiB mmap threshold runs without huge pages and the
+    BiLSTM forward loses 18-28% of its speed; other C libraries ignore ``GLIBC_TUNABLES``. Only this
+    machine is checked: in cluster mode, run it on a worker node too.
+    """
+    version, mode = glibc(), thp()
+    if version is None:
+        return Check(
+            "allocator",
+            WARN,
+            "not glibc: the workers' GLIBC_TUNABLES do nothing here (memory is still released per batch)",
+            f"none needed for correctness; worker memory is measured on glibc ({_ALLOCATOR_DOC})",
+        )
+    shown = f"glibc {version[0]}.{version[1]}, transparent huge pages {mode or 'unknown'}"
+    if version < HUGETLB_GLIBC:
+        return Check(
+            "allocator",
+            WARN,
+            f"{shown}: glibc < 2.35 ignores glibc.malloc.hugetlb, so the 4 MiB mmap threshold costs speed",
+            "run the workers on glibc >= 2.35, or drop mmap_threshold from spark.executorEnv.GLIBC_TUNABLES "
+            f"(faster, memory grows a little per task; {_ALLOCATOR_DOC})",
+        )
+    if mode == "never":
+        return Check(
+            "allocator",
+            WARN,
+            f"{shown}: huge pages are off, so the 4 MiB mmap threshold costs speed",
+            f"set {THP_ENABLED} to madvise (the usual default), or drop mmap_threshold from "
+            f"spark.executorEnv.GLIBC_TUNABLES ({_ALLOCATOR_DOC})",
+        )
+    return Check("allocator", OK, f"{shown}: the workers' GLIBC_TUNABLES take full effect")
+
+
 def check_corpus(setting: Path | None) -> Check:
     from medner_udf.corpus.maccrobat import CORPUS_HINT, corpus_path
 
@@ -416,6 +481,7 @@ def run_checks(
         check_java,
         check_spark if spark else (lambda: Check("spark", SKIP, "--skip-spark")),
         check_torch,
+        check_allocator,
         lambda: check_corpus(corpus),
         lambda: check_model(model),
         lambda: check_storage("input", input_uri, opts, write=False),

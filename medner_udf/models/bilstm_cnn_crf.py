@@ -43,13 +43,19 @@ class BiLstmCnnCrfConfig:
     num_words: int = 0  # rows of the frozen pretrained table
     num_tuned_words: int = 0  # rows of the trainable delta table
     num_chars: int = 0
+    # Stacked only: the width of the encoder's word vectors (0: none, the plain BiLSTM-CNN-CRF) and
+    # how many of its last layers are averaged into each word's vector.
+    context_dim: int = 0
+    context_layers: int = 4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tags", tuple(self.tags))
         for name in ("word_dim", "char_dim", "char_filters", "lstm_hidden", "lstm_layers", "max_word_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("num_words", "num_tuned_words", "num_chars"):
+        if self.context_layers < 1:
+            raise ValueError(f"context_layers must be positive, got {self.context_layers}")
+        for name in ("num_words", "num_tuned_words", "num_chars", "context_dim"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.char_kernel < 1 or self.char_kernel % 2 == 0:
@@ -86,7 +92,12 @@ class BiLstmCnnCrf(TaggingNetwork):
         self.char_embedding = nn.Embedding(c.num_chars, c.char_dim, padding_idx=PAD)
         self.char_cnn = nn.Conv1d(c.char_dim, c.char_filters, c.char_kernel, padding=c.char_kernel // 2)
         self.dropout = nn.Dropout(c.dropout)
-        self.lstm = BiLstm(c.word_dim + c.char_filters, c.lstm_hidden, c.lstm_layers, c.dropout)
+        # No learned scale or shift: the encoder's vectors only need a common scale (some of their
+        # dimensions are far larger than the rest); the LSTM's input weights do the rest.
+        self.context_norm = nn.LayerNorm(c.context_dim, elementwise_affine=False) if c.context_dim else None
+        self.lstm = BiLstm(
+            c.word_dim + c.char_filters + c.context_dim, c.lstm_hidden, c.lstm_layers, c.dropout
+        )
         self.hidden_to_tags = nn.Linear(2 * c.lstm_hidden, c.num_tags)
         self.build_head()
 
@@ -103,11 +114,20 @@ class BiLstmCnnCrf(TaggingNetwork):
         emissions: Tensor = self.hidden_to_tags(self.dropout(hidden))
         return emissions
 
-    def hidden_states(self, words: Tensor, tuned: Tensor, chars: Tensor, mask: Tensor) -> Tensor:
+    def hidden_states(
+        self, words: Tensor, tuned: Tensor, chars: Tensor, mask: Tensor, context: Tensor | None = None
+    ) -> Tensor:
         """The BiLSTM's outputs, shape (batch, seq_len, 2 * lstm_hidden): forward direction first.
 
-        words, tuned, mask: (batch, seq_len); chars: (batch, seq_len, word_chars).
+        words, tuned, mask: (batch, seq_len); chars: (batch, seq_len, word_chars); context (stacked
+        networks only, required there): (batch, seq_len, context_dim) the encoder's word vectors.
         """
+        if (context is None) != (self.context_norm is None):
+            raise ValueError(
+                f"this network takes {self.config.context_dim}-wide context vectors"
+                if context is None
+                else "context vectors given to a network without context_dim"
+            )
         batch, seq_len, word_chars = chars.shape
         word_vectors = self.pretrained(words) + self.tuned(tuned)  # shape: (batch, seq_len, word_dim)
         char_vectors = self.char_embedding(chars.view(batch * seq_len, word_chars))
@@ -115,15 +135,24 @@ class BiLstmCnnCrf(TaggingNetwork):
         char_vectors = self.dropout(char_vectors).transpose(1, 2)
         char_features = self.char_cnn(char_vectors).max(dim=2).values  # shape: (batch * seq_len, filters)
         char_features = char_features.view(batch, seq_len, -1)
-        features = self.dropout(torch.cat([word_vectors, char_features], dim=2))
+        parts = [word_vectors, char_features]
+        if context is not None and self.context_norm is not None:
+            parts.append(self.context_norm(context.float()))
+        features = self.dropout(torch.cat(parts, dim=2))
         hidden: Tensor = self.lstm(features, mask)
         return hidden
 
     def forward(
-        self, words: Tensor, tuned: Tensor, chars: Tensor, mask: Tensor, tags: Tensor | None = None
+        self,
+        words: Tensor,
+        tuned: Tensor,
+        chars: Tensor,
+        mask: Tensor,
+        tags: Tensor | None = None,
+        context: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """(emissions (batch, seq_len, num_tags), loss); the loss only when gold tags are given."""
-        emissions = self.emissions_from_hidden(self.hidden_states(words, tuned, chars, mask))
+        emissions = self.emissions_from_hidden(self.hidden_states(words, tuned, chars, mask, context))
         if tags is None:
             return emissions, None
         return emissions, self.head_loss(emissions, tags, mask)

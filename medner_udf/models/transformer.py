@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from medner_udf.models.base import HEADS, TaggingNetwork
@@ -143,12 +144,34 @@ class TransformerTaggerNet(TaggingNetwork):
         input_ids, attention_mask: (batch, n_pieces); word_pieces: (batch, n_words) position of each
         word's first piece; word_mask: (batch, n_words) bool, left-aligned; tags: (batch, n_words).
         """
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        # shape: (batch, n_pieces, hidden) -> (batch, n_words, hidden)
-        index = word_pieces.unsqueeze(2).expand(-1, -1, hidden.size(2))
-        words = hidden.gather(1, index)
+        words = self.word_states(input_ids, attention_mask, word_pieces)
         # Emissions in fp32 even under autocast: the CRF's logsumexp chains need the range.
         emissions = self.head(self.dropout(words)).float()  # shape: (batch, n_words, num_tags)
         if tags is None:
             return emissions, None
         return emissions, self.head_loss(emissions, tags, word_mask)
+
+    def word_states(
+        self, input_ids: Tensor, attention_mask: Tensor, word_pieces: Tensor, layers: int = 1
+    ) -> Tensor:
+        """The encoder's state at each word's first piece, (batch, n_words, hidden): the last layer's,
+        or the mean of the last ``layers`` layers' (what a stacked tagger takes as word features)."""
+        if layers == 1:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        else:
+            states = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+            ).hidden_states
+            if not 1 <= layers < len(states):
+                raise ValueError(f"layers must be in [1, {len(states) - 1}], got {layers}")
+            hidden = torch.stack(states[-layers:]).mean(dim=0)
+        # shape: (batch, n_pieces, hidden) -> (batch, n_words, hidden)
+        index = word_pieces.unsqueeze(2).expand(-1, -1, hidden.size(2))
+        words: Tensor = hidden.gather(1, index)
+        return words
+
+    @property
+    def hidden_size(self) -> int:
+        """The width of the encoder's states (and of ``word_states``)."""
+        encoder_config: Any = self.encoder.config
+        return int(encoder_config.hidden_size)

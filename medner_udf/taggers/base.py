@@ -40,6 +40,7 @@ BUILTIN_MODULES = (
     "medner_udf.taggers.transformer",
     "medner_udf.taggers.gazetteer",
     "medner_udf.taggers.ensemble",
+    "medner_udf.taggers.stacked",
 )
 TAGGERS: Registry[type[Tagger]] = Registry(
     "tagger", BUILTIN_MODULES, env="MEDNER_TAGGER_MODULES", group="medner.taggers"

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -70,6 +70,7 @@ class _EncodedNotes:
     segment_note: npt.NDArray[np.int64]
     segment_start: npt.NDArray[np.int64]
     segment_stop: npt.NDArray[np.int64]
+    note_start: npt.NDArray[np.int64]  # (notes + 1,): note n's tokens are note_start[n]:note_start[n + 1]
 
 
 @Tagger.register(KIND)
@@ -122,13 +123,15 @@ class BiLstmCnnCrfTagger(NeuralTagger):
         glove_limit: int | None = None,
         max_segment_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS,
         pack_lines: bool = False,
-    ) -> BiLstmCnnCrfTagger:
+        **subclass_args: Any,
+    ) -> Self:
         """A fresh (untrained) tagger: ``config``'s hyperparameters bound to vocabularies from the
         training tokens and GloVe, and to ``tags``.
 
         ``glove_words``/``glove_vectors`` are the whole GloVe table in its frequency order; the
         artifact carries its first ``glove_limit`` rows (all when None) plus the row of every
         training word GloVe knows beyond that cut, so no training word loses its vector.
+        ``subclass_args`` go to a subclass's constructor (a stacked tagger's encoder).
         """
         word_counts = Counter(word_key(t.text) for toks in train_tokens for t in toks)
         char_counts = Counter(ch for toks in train_tokens for t in toks for ch in t.text)
@@ -152,8 +155,8 @@ class BiLstmCnnCrfTagger(NeuralTagger):
         for i, w in enumerate(extra):
             table[2 + cut + i] = glove_vectors[glove_index[w]]
         net.set_pretrained(torch.from_numpy(table))
-        info = ArtifactInfo(kind=KIND, name=name, version=version, tags=list(tags))
-        return cls(info, net, words, tuned, chars, max_segment_tokens, pack_lines)
+        info = ArtifactInfo(kind=cls.kind, name=name, version=version, tags=list(tags))
+        return cls(info, net, words, tuned, chars, max_segment_tokens, pack_lines, **subclass_args)
 
     # ----------------------------------------------------------------------------------------------
     def encode(
@@ -252,11 +255,18 @@ class BiLstmCnnCrfTagger(NeuralTagger):
             segment_stop=np.concatenate(
                 [p[0].stops + offsets[n] for n, p in enumerate(parts)] + [np.zeros(0, np.int64)]
             ),
+            note_start=offsets.astype(np.int64),
         )
+
+    def _context_vectors(self, texts: Sequence[str], notes: _EncodedNotes) -> torch.Tensor | None:
+        """Per-token context vectors for a stacked tagger, (tokens of ``notes`` + 1, context_dim)
+        with the last row zeros (what padding gathers); None for the plain BiLSTM-CNN-CRF."""
+        return None
 
     def emission_batches(self, texts: Sequence[str], batch_size: int) -> Iterator[EmissionBatch]:
         # Every segment of every note; then sorted by length so each batch pads little.
         notes = self._encode_notes(texts)
+        context = self._context_vectors(texts, notes)
         sizes = notes.segment_stop - notes.segment_start
         order = np.argsort(sizes, kind="stable")
         device = self.device
@@ -274,7 +284,15 @@ class BiLstmCnnCrfTagger(NeuralTagger):
             tuned = torch.from_numpy(np.where(mask, notes.tuned[at], PAD))
             chars = torch.from_numpy(np.where(mask[:, :, None], notes.chars[at][:, :, :width], PAD))
             mask_t = torch.from_numpy(mask)
-            emissions, _ = self.net(words.to(device), tuned.to(device), chars.to(device), mask_t.to(device))
+            # Only a stacked network takes context vectors (the padding steps gather the zero row).
+            extra = {} if context is None else {"context": context[torch.from_numpy(np.where(mask, at, -1))]}
+            emissions, _ = self.net(
+                words.to(device),
+                tuned.to(device),
+                chars.to(device),
+                mask_t.to(device),
+                **{k: v.to(device) for k, v in extra.items()},
+            )
             yield EmissionBatch(
                 emissions,
                 mask_t.to(device),
@@ -301,18 +319,21 @@ class BiLstmCnnCrfTagger(NeuralTagger):
         )
 
     @classmethod
-    def _from_artifact(cls, directory: Path, info: ArtifactInfo, net: BiLstmCnnCrf) -> BiLstmCnnCrfTagger:
+    def _from_artifact(cls, directory: Path, info: ArtifactInfo, net: BiLstmCnnCrf) -> Self:
+        return cls(info, net, *cls._read_vocab(directory))
+
+    @staticmethod
+    def _read_vocab(directory: Path) -> tuple[Vocabulary, Vocabulary, Vocabulary, int, bool]:
+        """The vocabularies and segmentation of an artifact, in the constructor's order."""
         vocab = read_json(directory / VOCAB_FILE)
         if not isinstance(vocab, dict) or not {"words", "tuned_words", "chars"} <= vocab.keys():
             raise ArtifactError(f"{directory / VOCAB_FILE} must hold words, tuned_words and chars lists")
-        return cls(
-            info,
-            net,
+        return (
             Vocabulary(vocab["words"]),
             Vocabulary(vocab["tuned_words"]),
             Vocabulary(vocab["chars"]),
             int(vocab.get("max_segment_tokens", DEFAULT_MAX_SEGMENT_TOKENS)),
-            pack_lines=bool(vocab.get("pack_lines", False)),
+            bool(vocab.get("pack_lines", False)),
         )
 
     @classmethod

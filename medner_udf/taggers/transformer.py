@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -273,30 +273,56 @@ class TransformerTagger(NeuralTagger):
         flat, offsets = self._flat_emissions(notes, batch_size)
         return [flat[offsets[i] : offsets[i + 1]] for i in range(len(notes))]
 
-    @torch.inference_mode()
     def _flat_emissions(
         self, notes: Sequence[EncodedNote], batch_size: int | None
     ) -> tuple[Tensor, IntArray]:
         """Every note's stitched word emissions in one (words of all notes + 1, num_tags) tensor
         on the CPU in fp32, note i's at rows ``offsets[i]:offsets[i + 1]``; the last row is zeros
         (what padded steps gather)."""
+        return self._flat_words(notes, batch_size, self.config.num_tags, lambda inputs: self.net(**inputs)[0])
+
+    def flat_word_vectors(
+        self, notes: Sequence[EncodedNote], layers: int = 1, batch_size: int | None = None
+    ) -> tuple[Tensor, IntArray]:
+        """The encoder's vector of every word of ``notes`` (the mean of its last ``layers`` layers at
+        the word's first piece, each word from its window as for emissions) in one (words of all
+        notes + 1, hidden) fp32 tensor on the CPU, laid out as ``_flat_emissions``'s."""
+        return self._flat_words(
+            notes,
+            batch_size,
+            self.net.hidden_size,
+            lambda batch: self.net.word_states(
+                batch["input_ids"], batch["attention_mask"], batch["word_pieces"], layers
+            ),
+        )
+
+    @torch.inference_mode()
+    def _flat_words(
+        self,
+        notes: Sequence[EncodedNote],
+        batch_size: int | None,
+        width: int,
+        per_word: Callable[[dict[str, Tensor]], Tensor],
+    ) -> tuple[Tensor, IntArray]:
+        """``per_word`` (collated window inputs -> (batch, n_words, width)) for every word of every
+        note, stitched over windows into one flat tensor (see ``_flat_emissions``)."""
         size = self.default_batch_size if batch_size is None else batch_size
         if size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.net.eval()
         device = self.device
         offsets = np.cumsum([0] + [n.n_words for n in notes]).astype(np.int64)
-        flat = torch.zeros((int(offsets[-1]) + 1, self.config.num_tags))
+        flat = torch.zeros((int(offsets[-1]) + 1, width))
         windows = self.inference_windows(notes)
         bf16 = device.type == "cuda" or self.precision == "bf16"
         for batch in length_sorted_batches(windows, size, _window_length, longest_first=True):
             inputs = {k: v.to(device) for k, v in self.collate(notes, batch).items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                emissions, _ = self.net(**inputs)
-            emissions = emissions.float().cpu()
+                outputs = per_word(inputs)
+            outputs = outputs.float().cpu()
             for b, w in enumerate(batch):
                 start = int(offsets[w.note]) + w.word_start
-                flat[start : start + w.word_end - w.word_start] = emissions[b, : w.word_end - w.word_start]
+                flat[start : start + w.word_end - w.word_start] = outputs[b, : w.word_end - w.word_start]
         return flat, offsets
 
     def emission_batches(self, texts: Sequence[str], batch_size: int) -> Iterator[EmissionBatch]:

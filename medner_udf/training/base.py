@@ -39,7 +39,12 @@ S = TypeVar("S", bound=type)
 
 ADAPTERS: Registry[type[Trainer]] = Registry(
     "trainable model",
-    ("medner_udf.training.bilstm", "medner_udf.training.transformer", "medner_udf.training.clinical"),
+    (
+        "medner_udf.training.bilstm",
+        "medner_udf.training.stacked",
+        "medner_udf.training.transformer",
+        "medner_udf.training.clinical",
+    ),
     env="MEDNER_TRAINER_MODULES",
     group="medner.trainers",
 )

@@ -26,10 +26,25 @@ from medner_udf.taggers.base import load_tagger
 from medner_udf.taggers.bilstm import BiLstmCnnCrfTagger, word_key
 from medner_udf.taggers.neural import NeuralTagger
 from medner_udf.text.tokens import token_bounds
+from medner_udf.text.types import Token
 from medner_udf.training.base import Prepared, TrainingAdapter
 from medner_udf.training.objectives import NeighbourWordObjective, crf_soft_cross_entropy
 from medner_udf.training.pretrained import load_glove
 from medner_udf.training.settings import TrainSettings
+
+
+def sentence_rows(
+    docs: Sequence[Document], sentences: Sequence[Sentence], per_note: Sequence[torch.Tensor]
+) -> dict[int, torch.Tensor]:
+    """``id(sentence)`` -> the rows of its words in ``per_note`` (one (words, ...) tensor per
+    document of ``docs``, words in note order, e.g. ``note_emissions``)."""
+    by_doc = {d.doc_id: (token_bounds(d.text)[0], rows) for d, rows in zip(docs, per_note, strict=True)}
+    out = {}
+    for sentence in sentences:
+        starts, rows = by_doc[sentence.doc_id]
+        first = int(np.searchsorted(starts, sentence.tokens[0].begin))
+        out[id(sentence)] = rows[first : first + len(sentence.tokens)]
+    return out
 
 
 @dataclass(frozen=True)
@@ -83,15 +98,10 @@ class BiLstmAdapter(TrainingAdapter[Sentence]):
             train_docs, data.max_segment_tokens, data.pack_lines, data.overlap_policy
         )
         sentences = [s for s in sentences if s.tokens]
-        glove_words, glove_vectors = load_glove()  # all rows; the artifact keeps what create() picks
-        tagger = BiLstmCnnCrfTagger.create(
-            self.settings.run.name,
+        tagger = self.create_tagger(
             version,
             tags,
             [s.tokens for s in sentences],
-            glove_words,
-            glove_vectors,
-            self.settings.model,
             min_char_count=inputs.min_char_count,
             glove_limit=inputs.glove_words,
             max_segment_tokens=data.max_segment_tokens,
@@ -108,7 +118,34 @@ class BiLstmAdapter(TrainingAdapter[Sentence]):
         if inputs.teacher:
             self._prepare_teacher(inputs.teacher, train_docs, sentences, tagger)
             stats["teacher"] = f"{self.teacher.kind} {self.teacher.name}/{self.teacher.version}"  # type: ignore[union-attr]
+        self.prepare_inputs(tagger, train_docs, sentences)
         return Prepared(tagger, sentences, stats)
+
+    def create_tagger(
+        self, version: str, tags: Sequence[str], train_tokens: Sequence[Sequence[Token]], **options: Any
+    ) -> BiLstmCnnCrfTagger:
+        """The untrained tagger on the training tokens and GloVe (all its rows; the artifact keeps
+        what ``create`` picks)."""
+        glove_words, glove_vectors = load_glove()
+        return BiLstmCnnCrfTagger.create(
+            self.settings.run.name,
+            version,
+            tags,
+            train_tokens,
+            glove_words,
+            glove_vectors,
+            self.settings.model,
+            **options,
+        )
+
+    def prepare_inputs(
+        self, tagger: BiLstmCnnCrfTagger, docs: Sequence[Document], sentences: Sequence[Sentence]
+    ) -> None:
+        """Compute once what every epoch's batches need besides the tokens (nothing here)."""
+
+    def batch_context(self, batch: Sequence[Sentence]) -> torch.Tensor | None:
+        """The batch's context vectors, (batch, longest, context_dim), for a stacked network."""
+        return None
 
     def _prepare_teacher(
         self, folder: str, docs: Sequence[Document], sentences: Sequence[Sentence], student: NeuralTagger
@@ -123,14 +160,9 @@ class BiLstmAdapter(TrainingAdapter[Sentence]):
                 f"teacher {folder} tags {len(teacher.tags)} types' BIOES tags, the student "
                 f"{len(student.tags)}: they must be trained on the same entity types"
             )
-        by_doc = {d.doc_id: d for d in docs}
-        emissions = dict(zip(by_doc, teacher.note_emissions([d.text for d in docs]), strict=True))
-        starts = {doc_id: token_bounds(doc.text)[0] for doc_id, doc in by_doc.items()}
-        for sentence in sentences:
-            first = int(np.searchsorted(starts[sentence.doc_id], sentence.tokens[0].begin))
-            self.teacher_emissions[id(sentence)] = emissions[sentence.doc_id][
-                first : first + len(sentence.tokens)
-            ]
+        self.teacher_emissions = sentence_rows(
+            docs, sentences, teacher.note_emissions([d.text for d in docs])
+        )
         self.teacher = teacher.to(self.device)
 
     def example_length(self, example: Sentence) -> int:
@@ -143,7 +175,10 @@ class BiLstmAdapter(TrainingAdapter[Sentence]):
             self.device
         )
         gold = tagger.encode_tags([s.tags for s in batch]).to(self.device)
-        hidden = net.hidden_states(enc.words, enc.tuned, enc.chars, enc.mask)
+        context = self.batch_context(batch)
+        hidden = net.hidden_states(
+            enc.words, enc.tuned, enc.chars, enc.mask, None if context is None else context.to(self.device)
+        )
         emissions = net.emissions_from_hidden(hidden)
         loss = net.head_loss(emissions, gold, enc.mask)
         if self.teacher is not None:

@@ -15,7 +15,7 @@ from medner_udf.taggers.gazetteer import GazetteerTagger
 
 
 def test_registry_knows_the_builtin_kinds_from_their_own_modules() -> None:
-    assert {"bilstm-cnn-crf", "transformer", "gazetteer"} <= set(registered_kinds())
+    assert {"bilstm-cnn-crf", "transformer", "gazetteer", "stacked-bilstm-cnn-crf"} <= set(registered_kinds())
     assert Tagger.by_kind("gazetteer") is GazetteerTagger
     assert GazetteerTagger.kind == "gazetteer"
 

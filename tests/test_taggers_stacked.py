@@ -193,3 +193,20 @@ def test_medner_trains_a_stacked_tagger_with_a_frozen_encoder(
     assert sum(("encoder." + n.removeprefix("bert.")) in saved for n in original) >= len(original) - 2
     history = json.loads((artifact / "metrics.json").read_text())["history"]
     assert len(history) == 2 and all(h["loss"] > 0 for h in history)
+
+
+def test_a_stacked_tagger_keeps_the_taggers_contract_on_awkward_notes(stacked: StackedTagger) -> None:
+    notes = [
+        "",
+        "   \n",
+        "CT showed a mass; aspirin given.\nChest pain and chest pain.",
+        "chest pain. " * 200,  # far more pieces than one encoder window
+        "Fever \u00e9\u00e8 \U0001f600 \x00 ctrl\u200b zero-width and \u0661\u0662 digits.",
+    ]
+    result = stacked.tag(notes, batch_size=3)
+    assert len(result) == len(notes) and result[0] == [] and result[1] == []
+    for note, entities in zip(notes, result, strict=True):
+        assert entities == sorted(entities, key=lambda e: (e.begin, e.end, e.label))
+        assert all(note[e.begin : e.end] == e.text and 0.0 <= e.score <= 1.0 for e in entities)
+    emissions = stacked.note_emissions(notes)
+    assert [len(e) for e in emissions] == [len(token_bounds(n)[0]) for n in notes]

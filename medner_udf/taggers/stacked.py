@@ -31,7 +31,7 @@ from medner_udf.taggers.artifact import ArtifactError, ArtifactInfo
 from medner_udf.taggers.base import Tagger
 from medner_udf.taggers.bilstm import BiLstmCnnCrfTagger, Vocabulary, _EncodedNotes
 from medner_udf.taggers.transformer import TransformerTagger
-from medner_udf.text.tokens import DEFAULT_MAX_SEGMENT_TOKENS, token_bounds
+from medner_udf.text.tokens import DEFAULT_MAX_SEGMENT_TOKENS
 from medner_udf.text.types import Token
 
 KIND = "stacked-bilstm-cnn-crf"
@@ -109,20 +109,14 @@ class StackedTagger(BiLstmCnnCrfTagger):
         return [computed[t] if t in computed else self._kept[t] for t in texts]  # type: ignore[index]
 
     def _context_vectors(self, texts: Sequence[str], notes: _EncodedNotes) -> torch.Tensor:
+        # The segments of a note cover all its words in note order (``segment_bounds`` is built on
+        # ``token_bounds``), so the flat tokens of ``notes`` are the notes' words one after another:
+        # the per-note vectors stacked are already the table the batches gather from.
         vectors = self.note_context(texts)
-        rows = []
-        start = 0
-        for n, (text, note) in enumerate(zip(texts, vectors, strict=True)):
-            a, b = int(notes.note_start[n]), int(notes.note_start[n + 1])
-            begins = token_bounds(text)[0]
-            at = np.searchsorted(begins, notes.begins[a:b])
-            if at.size and (at[-1] >= len(begins) or not np.array_equal(begins[at], notes.begins[a:b])):
-                raise RuntimeError("segment tokens are not the note's tokens")  # a bug, never the text
-            rows.append(at + start)
-            start += len(note)
-        table = torch.cat([*vectors, torch.zeros((1, self.config.context_dim))])
-        flat = np.concatenate([*rows, np.full(1, start, dtype=np.int64)])
-        return table[torch.from_numpy(flat)]
+        sizes = np.diff(notes.note_start).tolist()
+        if sizes != [len(v) for v in vectors]:
+            raise RuntimeError("segment tokens are not the note's tokens")  # a bug, never the text
+        return torch.cat([*vectors, torch.zeros((1, self.config.context_dim))])
 
     # ----------------------------------------------------------------------------------------------
     def to(self, device: torch.device | str) -> Self:

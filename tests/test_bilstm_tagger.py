@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -197,3 +199,51 @@ def test_bilstm_array_inference_equals_the_token_by_token_encoding(
         ):
             assert torch.equal(got_t, want_t)
     assert sum(len(b.notes) for b in batches) == sum(len(trained.segments(t)) for t in texts)
+
+
+def _emissions_beside(tagger: BiLstmCnnCrfTagger, segment: str, neighbour: str | None) -> torch.Tensor:
+    """The emissions of ``segment``'s tokens, encoded alone or in one batch beside ``neighbour``."""
+    from medner_udf.text.tokens import tokenize
+
+    rows = [tokenize(segment)] + ([tokenize(neighbour)] if neighbour else [])
+    enc = tagger.encode(rows)
+    with torch.no_grad():
+        emissions, _ = tagger.net(enc.words, enc.tuned, enc.chars, enc.mask)
+    return emissions[0, : len(rows[0])]
+
+
+def test_bilstm_a_words_features_do_not_depend_on_its_batch(trained: BiLstmCnnCrfTagger) -> None:
+    # The character CNN pools over a word's own characters only: a neighbour with a long word
+    # (which widens the batch's character padding) changes nothing.
+    assert trained.config.char_pool_masked
+    segment, neighbour = "Aspirin for chest pain", "Supercalifragilisticexpialidocious pain"
+    alone = _emissions_beside(trained, segment, None)
+    beside = _emissions_beside(trained, segment, neighbour)
+    torch.testing.assert_close(beside, alone, atol=1e-5, rtol=0)
+    # Pooling over the padding (what artifacts saved before the setting do) is what made them differ.
+    legacy = copy.deepcopy(trained)
+    legacy.net.config = dataclasses.replace(trained.config, char_pool_masked=False)
+    gap = (_emissions_beside(legacy, segment, neighbour) - _emissions_beside(legacy, segment, None)).abs()
+    assert float(gap.max()) > 1e-3
+
+
+def test_bilstm_artifacts_saved_before_masked_pooling_keep_their_behaviour(
+    trained: BiLstmCnnCrfTagger, tmp_path: Path
+) -> None:
+    directory = trained.save(tmp_path / "old")
+    assert load_tagger(directory, device="cpu").config.char_pool_masked  # type: ignore[attr-defined]
+    config = json.loads((directory / "config.json").read_text())
+    del config["char_pool_masked"]  # as an artifact written before the setting existed
+    (directory / "config.json").write_text(json.dumps(config))
+    old = load_tagger(directory, device="cpu")
+    assert isinstance(old, BiLstmCnnCrfTagger)
+    assert not old.config.char_pool_masked
+    segment, neighbour = "Aspirin for chest pain", "Supercalifragilisticexpialidocious pain"
+    legacy = copy.deepcopy(trained)
+    legacy.net.config = dataclasses.replace(trained.config, char_pool_masked=False)
+    torch.testing.assert_close(
+        _emissions_beside(old, segment, neighbour),
+        _emissions_beside(legacy, segment, neighbour),
+        atol=1e-3,
+        rtol=0,
+    )

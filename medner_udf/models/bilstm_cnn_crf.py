@@ -12,7 +12,7 @@ Word vectors are split into two tables whose rows are summed:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +47,13 @@ class BiLstmCnnCrfConfig:
     # how many of its last layers are averaged into each word's vector.
     context_dim: int = 0
     context_layers: int = 4
+    # The character CNN's max-pool reads only a word's own characters (True), so a word's features
+    # do not depend on how wide its batch is padded. Artifacts saved before this setting existed
+    # pooled over the padding too and load with False (``LEGACY_DEFAULTS``), unchanged.
+    char_pool_masked: bool = True
+
+    # Values for keys absent from an older artifact's saved config.
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"char_pool_masked": False}
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tags", tuple(self.tags))
@@ -133,7 +140,15 @@ class BiLstmCnnCrf(TaggingNetwork):
         char_vectors = self.char_embedding(chars.view(batch * seq_len, word_chars))
         # shape: (batch * seq_len, char_dim, word_chars) for Conv1d
         char_vectors = self.dropout(char_vectors).transpose(1, 2)
-        char_features = self.char_cnn(char_vectors).max(dim=2).values  # shape: (batch * seq_len, filters)
+        # shape: (batch * seq_len, filters, word_chars)
+        char_maps = self.char_cnn(char_vectors)
+        if self.config.char_pool_masked:
+            real = (chars.view(batch * seq_len, 1, word_chars) != PAD)
+            char_maps = char_maps.masked_fill(~real, float("-inf"))
+            # A padding step has no characters: its features are zeros, not -inf.
+            char_features = char_maps.max(dim=2).values.masked_fill(~real.any(dim=2), 0.0)
+        else:
+            char_features = char_maps.max(dim=2).values  # shape: (batch * seq_len, filters)
         char_features = char_features.view(batch, seq_len, -1)
         parts = [word_vectors, char_features]
         if context is not None and self.context_norm is not None:

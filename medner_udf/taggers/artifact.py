@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,10 +104,15 @@ def read_info(directory: Path | str) -> ArtifactInfo:
 
 
 def config_from_json(cls: type[Any], raw: Any, where: Path) -> Any:
-    """Rebuild a frozen dataclass config, failing fast on missing or unknown keys."""
+    """Rebuild a frozen dataclass config, failing fast on missing or unknown keys.
+
+    Keys an older artifact lacks take the class's ``LEGACY_DEFAULTS`` (the behaviour it was saved
+    with) when it names them, else the field's default.
+    """
     if not isinstance(raw, dict):
         raise ArtifactError(f"{where} must hold a JSON object")
-    expected = set(cls.__dataclass_fields__)
+    raw = {**getattr(cls, "LEGACY_DEFAULTS", {}), **raw}
+    expected = {f.name for f in fields(cls)}
     unknown = set(raw) - expected
     if unknown:
         raise ArtifactError(f"{where}: unknown config keys {sorted(unknown)} for {cls.__name__}")

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import zipfile
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-_SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "assemble_mpnet.py"
+from bench_scripts import load_bench_script
 
 FILES = {
     "config.json": b'{"model_type": "mpnet"}',
@@ -22,11 +20,7 @@ FILES = {
 
 
 def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("assemble_mpnet", _SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("assemble_mpnet")
 
 
 assemble_mpnet = _load_script()

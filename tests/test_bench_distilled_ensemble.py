@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -10,17 +9,12 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-
-_SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "distilled_ensemble.py"
+from bench_scripts import load_bench_script
 
 
 @pytest.fixture(name="bench", scope="module")
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("distilled_ensemble", _SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("distilled_ensemble")
 
 
 def _value(args: list[str], flag: str) -> list[str]:

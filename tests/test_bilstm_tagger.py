@@ -64,9 +64,10 @@ def test_bilstm_batched_equals_one_at_a_time(
     batched = trained.tag(texts, batch_size=3)
     single = [trained.tag([t], batch_size=1)[0] for t in texts]
     assert [[e.span for e in x] for x in batched] == [[e.span for e in x] for x in single]
-    # Scores agree to float32 rounding (padding changes the shapes the sums run over).
+    # Scores agree to float32 rounding: the character features do not depend on the batch
+    # (masked pooling); the LSTM's and the CRF's sums only run over other shapes.
     for xs, ys in zip(batched, single, strict=True):
-        assert [e.score for e in xs] == pytest.approx([e.score for e in ys], abs=2e-4)
+        assert [e.score for e in xs] == pytest.approx([e.score for e in ys], abs=1e-5)
     assert batched[4] == [] and batched[5] == []
 
 

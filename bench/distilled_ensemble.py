@@ -142,10 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if not args.summarise:
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            for finished in pool.map(
-                lambda s: run_seed(args.out, s, args.distill_weight, args.threads), seeds
-            ):
-                del finished
+            list(pool.map(lambda s: run_seed(args.out, s, args.distill_weight, args.threads), seeds))
     print(summarise(args.out, seeds))
     return 0
 

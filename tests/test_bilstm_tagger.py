@@ -202,6 +202,17 @@ def test_bilstm_array_inference_equals_the_token_by_token_encoding(
     assert sum(len(b.notes) for b in batches) == sum(len(trained.segments(t)) for t in texts)
 
 
+# A short segment, and a neighbour whose long word widens its batch's character padding.
+SEGMENT, NEIGHBOUR = "Aspirin for chest pain", "Supercalifragilisticexpialidocious pain"
+
+
+def _unmasked(tagger: BiLstmCnnCrfTagger) -> BiLstmCnnCrfTagger:
+    """A copy of ``tagger`` pooling over the padding too, as artifacts saved before the setting do."""
+    legacy = copy.deepcopy(tagger)
+    legacy.net.config = dataclasses.replace(tagger.config, char_pool_masked=False)
+    return legacy
+
+
 def _emissions_beside(tagger: BiLstmCnnCrfTagger, segment: str, neighbour: str | None) -> torch.Tensor:
     """The emissions of ``segment``'s tokens, encoded alone or in one batch beside ``neighbour``."""
     from medner_udf.text.tokens import tokenize
@@ -217,14 +228,12 @@ def test_bilstm_a_words_features_do_not_depend_on_its_batch(trained: BiLstmCnnCr
     # The character CNN pools over a word's own characters only: a neighbour with a long word
     # (which widens the batch's character padding) changes nothing.
     assert trained.config.char_pool_masked
-    segment, neighbour = "Aspirin for chest pain", "Supercalifragilisticexpialidocious pain"
-    alone = _emissions_beside(trained, segment, None)
-    beside = _emissions_beside(trained, segment, neighbour)
+    alone = _emissions_beside(trained, SEGMENT, None)
+    beside = _emissions_beside(trained, SEGMENT, NEIGHBOUR)
     torch.testing.assert_close(beside, alone, atol=1e-5, rtol=0)
     # Pooling over the padding (what artifacts saved before the setting do) is what made them differ.
-    legacy = copy.deepcopy(trained)
-    legacy.net.config = dataclasses.replace(trained.config, char_pool_masked=False)
-    gap = (_emissions_beside(legacy, segment, neighbour) - _emissions_beside(legacy, segment, None)).abs()
+    legacy = _unmasked(trained)
+    gap = (_emissions_beside(legacy, SEGMENT, NEIGHBOUR) - _emissions_beside(legacy, SEGMENT, None)).abs()
     assert float(gap.max()) > 1e-3
 
 
@@ -239,12 +248,9 @@ def test_bilstm_artifacts_saved_before_masked_pooling_keep_their_behaviour(
     old = load_tagger(directory, device="cpu")
     assert isinstance(old, BiLstmCnnCrfTagger)
     assert not old.config.char_pool_masked
-    segment, neighbour = "Aspirin for chest pain", "Supercalifragilisticexpialidocious pain"
-    legacy = copy.deepcopy(trained)
-    legacy.net.config = dataclasses.replace(trained.config, char_pool_masked=False)
     torch.testing.assert_close(
-        _emissions_beside(old, segment, neighbour),
-        _emissions_beside(legacy, segment, neighbour),
+        _emissions_beside(old, SEGMENT, NEIGHBOUR),
+        _emissions_beside(_unmasked(trained), SEGMENT, NEIGHBOUR),
         atol=1e-3,
         rtol=0,
     )
